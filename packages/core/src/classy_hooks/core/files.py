@@ -1,0 +1,68 @@
+"""Crash-safe file writing and folder checks shared by every hook that writes files."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
+from typing import IO, Any
+
+from classy_hooks.core.errors import HookConfigError
+
+
+def fsync_dir(folder: str) -> None:
+    """Flush a folder's entries to disk so a completed rename survives a power loss."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def atomic_write(path: str, mode: str = "wb") -> Iterator[IO[Any]]:
+    """Write `path` all at once: yield a temp file in the same folder, then fsync and rename it.
+
+    At any instant of a crash, `path` holds either its previous content or the new one, never
+    a partial file. On error the temp file is removed and `path` is untouched.
+    """
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, mode) as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    fsync_dir(folder)
+
+
+def ensure_writable_folder(hook: str, arg: str, folder: str, create: bool = True) -> str:
+    """Check that `folder` exists (creating it if asked) and accepts new files; return its absolute path."""
+    path = os.path.abspath(folder)
+    if not os.path.isdir(path):
+        if os.path.exists(path):
+            raise HookConfigError(f"{hook}: argument '{arg}' = {folder!r} is a file, not a folder. Pass a folder path.")
+        if not create:
+            raise HookConfigError(f"{hook}: argument '{arg}' = {folder!r} does not exist. Create it first.")
+        try:
+            os.makedirs(path, exist_ok=True)
+        except OSError as exc:
+            raise HookConfigError(
+                f"{hook}: argument '{arg}' = {folder!r} cannot be created ({exc.strerror}). "
+                "Pass a folder you can write to."
+            ) from exc
+    try:
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as exc:
+        raise HookConfigError(
+            f"{hook}: argument '{arg}' = {folder!r} is not writable ({exc.strerror}). "
+            "Fix its permissions or pass another folder."
+        ) from exc
+    return path

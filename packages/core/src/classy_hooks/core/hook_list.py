@@ -1,0 +1,65 @@
+"""Operations on a task's list of hooks: calling an event on all of them, saving and restoring their state."""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from classy_hooks.core.classy_hook import ClassyHook
+from classy_hooks.core.constants import ClassyHookFunctions
+from classy_hooks.core.errors import HookConfigError
+
+logger = logging.getLogger(__name__)
+
+
+def call_hooks(hooks: Sequence[ClassyHook], function: ClassyHookFunctions | str, task: Any) -> None:
+    """Call one hook function (e.g. `on_step`) on every hook, in list order."""
+    name = ClassyHookFunctions(function).value
+    for hook in hooks:
+        getattr(hook, name)(task)
+
+
+def check_hooks(hooks: Sequence[Any]) -> list[ClassyHook]:
+    """Return `hooks` as a list, raising a clear error if an element is not a `ClassyHook`."""
+    out = list(hooks)
+    for i, hook in enumerate(out):
+        if not isinstance(hook, ClassyHook):
+            raise HookConfigError(
+                f"hooks[{i}] is a {type(hook).__name__}, not a ClassyHook. "
+                "Build hooks with build_hook(...) or subclass classy_hooks.core.ClassyHook."
+            )
+    return out
+
+
+def state_keys(hooks: Sequence[ClassyHook]) -> list[str]:
+    """Unique state keys, one per hook: `state_key()`, with `#2`, `#3`... for later duplicates."""
+    seen: Counter[str] = Counter()
+    keys = []
+    for hook in hooks:
+        base = hook.state_key()
+        seen[base] += 1
+        keys.append(base if seen[base] == 1 else f"{base}#{seen[base]}")
+    return keys
+
+
+def get_hooks_state(hooks: Sequence[ClassyHook]) -> dict[str, dict[str, Any]]:
+    """Gather every hook's state under collision-free keys (the `hooks` entry of a task state)."""
+    return {key: hook.get_classy_state() for key, hook in zip(state_keys(hooks), hooks)}
+
+
+def set_hooks_state(hooks: Sequence[ClassyHook], states: Mapping[str, Mapping[str, Any]]) -> None:
+    """Restore hook states saved by `get_hooks_state`.
+
+    A hook is matched by its key; failing that, by its class name when exactly one hook has that
+    class (the layout Classy Vision checkpoints use). Hooks with no saved state keep their own.
+    """
+    class_counts = Counter(hook.name() for hook in hooks)
+    for key, hook in zip(state_keys(hooks), hooks):
+        if key in states:
+            hook.set_classy_state(states[key])
+        elif class_counts[hook.name()] == 1 and hook.name() in states:
+            hook.set_classy_state(states[hook.name()])
+        else:
+            logger.warning("No saved state for hook %s (key %r); it starts fresh.", hook.name(), key)

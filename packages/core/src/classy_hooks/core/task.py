@@ -1,0 +1,133 @@
+"""The task contract: what a training loop hands to hooks (Classy Vision's `ClassyTask` names).
+
+Any object with these attributes works: a `ClassyTask`, the reference task in `tools/`, or a
+small object in your own loop. Types are written without importing torch; where the text says
+`torch.nn.Module` or `Tensor`, that is what a hook expects at run time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, NamedTuple, Protocol, runtime_checkable
+
+
+class LastBatch(NamedTuple):
+    """What the loop records about the batch that just ran; filled before `on_step`.
+
+    - `loss`: the batch loss, detached (a 0-dim Tensor; hooks avoid `.item()` on it per step).
+    - `output`: the model output for the batch.
+    - `target`: the targets, class indices `(N,)` or one-hot/soft `(N, C)`.
+    - `sample`: the batch dict; holds at least `"input"` and `"target"`, and optional keys
+      such as `"id"` (read by OutputCSVHook).
+    - `step_data`: timings and extras, e.g. `{"sample_fetch_time": seconds}`.
+    """
+
+    loss: Any
+    output: Any
+    target: Any
+    sample: Mapping[str, Any]
+    step_data: Mapping[str, Any]
+
+
+@runtime_checkable
+class Meter(Protocol):
+    """A metric: `name` and a `value` dict of numbers (e.g. `{"top_1": 0.93}`), synced before `on_phase_end`."""
+
+    name: str
+
+    @property
+    def value(self) -> Mapping[str, Any]: ...
+
+
+@runtime_checkable
+class Task(Protocol):
+    """Attributes and methods first-party hooks read. Readers are listed per attribute.
+
+    Phases: a run is a sequence of phases, each "train" or "test". Before `on_phase_start` the
+    loop has advanced to the new phase (so `train`, `phase_idx`, ... describe it); before
+    `on_phase_end` it has averaged `losses` and synced `meters` across ranks.
+    """
+
+    base_model: Any
+    """`torch.nn.Module`, never a DDP wrapper. Hooks may change it in place (EMA swap, BN statistics).
+    Optional attributes on it: `input_shape` (per-sample shape, no batch dim) and `input_key`.
+    Read by: EMA, PreciseBN, Checkpoint (via state), Complexity, ModelTensorboard, Profiler,
+    Torchscript, TorchExport."""
+
+    model: Any
+    """The module the loop calls: the DDP wrapper in distributed runs, else `base_model`. Read by: Profiler."""
+
+    train: bool
+    """True during a train phase. Read by: nearly every hook."""
+
+    phase_type: str
+    """"train" or "test" (derived from `train`). Read by: Checkpoint, logging hooks."""
+
+    phase_idx: int
+    """Global index of the current phase over train and test phases, -1 before the first.
+    Read by: Checkpoint (per-phase file names), logging hooks."""
+
+    train_phase_idx: int
+    """Index of the current train phase counting train phases only, -1 before the first. Read by: logging hooks."""
+
+    num_updates: int
+    """Number of training samples processed so far over all replicas (Classy Vision's meaning):
+    it grows by the global batch size after every train batch, micro-steps included. It is not
+    a count of optimizer steps. Read by: TensorBoard plot (sample axis)."""
+
+    where: float
+    """Fraction of training done, in [0, 1]. Read by: logging hooks."""
+
+    losses: list[Any]
+    """One loss per batch of the current phase; reset at phase start, averaged across ranks
+    before `on_phase_end`. Read by: LossLrMeterLogging, TensorboardPlot, Visdom."""
+
+    meters: Sequence[Meter]
+    """Metrics of the current phase. Read by: logging hooks."""
+
+    optimizer: Any
+    """A `torch.optim.Optimizer`; learning rates come from its `param_groups`. None in test-only runs."""
+
+    last_batch: LastBatch | None
+    """The batch that just ran (None before the first step). Read by: OutputCSV, PreciseBN, logging hooks."""
+
+    num_batches_per_phase: int
+    """Batches in the current phase on this replica. Read by: ProgressBar, LossLrMeterLogging."""
+
+    dataloader: Any
+    """The current phase's iterable of batch dicts. Hooks may iterate it afresh (PreciseBN) but never replace it."""
+
+    def get_batchsize_per_replica(self) -> int:
+        """Batch size on this replica in the current phase. Read by: Profiler, PreciseBN."""
+        ...
+
+    def get_global_batchsize(self) -> int:
+        """Batch size summed over replicas. Read by: TensorboardPlot."""
+        ...
+
+    def get_classy_state(self, deep_copy: bool = False) -> dict[str, Any]:
+        """Full training state (model, optimizer, counters, `hooks` states). Read by: Checkpoint."""
+        ...
+
+    def set_classy_state(self, state: Mapping[str, Any]) -> None:
+        """Restore a state made by `get_classy_state`. Used when resuming."""
+        ...
+
+
+#: Attributes a task may have; hooks fall back to the stated default when one is absent.
+OPTIONAL_TASK_ATTRIBUTES: Mapping[str, str] = {
+    "use_gpu": "bool, default False: samples and model live on CUDA.",
+    "test_only": "bool, default False: an evaluation-only run; Checkpoint writes nothing.",
+    "ema": "bool, default True: on test phases, evaluate with EMA weights (EMA hook).",
+    "is_optimizer_step": (
+        "bool, default True: False after a gradient-accumulation micro-step whose batch did not "
+        "update the parameters. EMA updates only on optimizer steps."
+    ),
+    "perf_log": "list of dicts {tag, phase_idx, im_per_sec}; TensorboardPlot writes them when present.",
+    "hooks": "list of ClassyHook: the task's hooks, in call order.",
+}
+
+
+def is_optimizer_step(task: Any) -> bool:
+    """True if the step that just ran updated the parameters (absent flag means every step does)."""
+    return bool(getattr(task, "is_optimizer_step", True))

@@ -1,0 +1,336 @@
+"""`ReferenceTask`: a config-driven classification task and loop that satisfies `classy_hooks.core.Task`."""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import math
+import os
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from classy_hooks.core import (
+    KNOWN_HOOKS,
+    ClassyHook,
+    ClassyHookFunctions,
+    LastBatch,
+    build_hooks,
+    call_hooks,
+    check_hooks,
+    get_hooks_state,
+    get_rank,
+    get_world_size,
+    registered_hook_names,
+    set_hooks_state,
+)
+from reference_trainer.data import SyntheticImages, batches_per_epoch, build_loader
+from reference_trainer.meters import AccuracyMeter
+from reference_trainer.models import build_model
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_CONFIG: dict[str, Any] = {
+    "seed": 0,
+    "num_epochs": 2,
+    "test_phase_period": 1,  # a test phase after every N train phases
+    "test_only": False,
+    "optimizer_period": 1,  # gradient accumulation: an optimizer step every N batches
+    "model": {"name": "small_cnn"},
+    "dataset": {
+        "num_classes": 10,
+        "image_size": 32,
+        "train_samples": 512,
+        "test_samples": 128,
+        "batch_size": 32,
+        "noise": 1.0,
+    },
+    "optimizer": {"name": "sgd", "lr": 0.1, "momentum": 0.9, "weight_decay": 1e-4},
+    "lr_schedule": {"name": "cosine", "warmup_fraction": 0.0},
+    "hooks": [],
+    "skip_unavailable_hooks": False,
+}
+
+
+def _merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        out[key] = _merge(out[key], value) if isinstance(value, Mapping) and isinstance(out.get(key), dict) else value
+    return out
+
+
+class ReferenceTask:
+    """Trains `model` on synthetic data for `num_epochs` train phases, with test phases in between.
+
+    Build with `ReferenceTask.from_config(config)`, optionally `set_classy_state(...)` to resume,
+    then `run()`. Works on one process or under `torchrun` (gloo, DistributedDataParallel).
+    """
+
+    use_gpu = False
+
+    def __init__(self, config: Mapping[str, Any], hooks: Sequence[ClassyHook] = ()) -> None:
+        self.config = _merge(DEFAULT_CONFIG, config)
+        self.config.pop("hooks", None)
+        cfg = self.config
+        self.hooks = check_hooks(hooks)
+        self.test_only = bool(cfg["test_only"])
+        self.optimizer_period = int(cfg["optimizer_period"])
+        torch.manual_seed(cfg["seed"])
+        data = cfg["dataset"]
+        self.batch_size = int(data["batch_size"])
+        self.base_model: nn.Module = build_model(cfg["model"], data["image_size"], data["num_classes"])
+        self.train_dataset = SyntheticImages(
+            data["train_samples"], data["num_classes"], data["image_size"], seed=cfg["seed"] + 1, noise=data["noise"]
+        )
+        self.test_dataset = SyntheticImages(
+            data["test_samples"],
+            data["num_classes"],
+            data["image_size"],
+            seed=cfg["seed"] + 2,
+            noise=data["noise"],
+            id_offset=1_000_000,
+        )
+        self.phases = self._build_phases()
+        opt = dict(cfg["optimizer"])
+        self.base_lr = float(opt["lr"])
+        self.optimizer: torch.optim.Optimizer | None = None if self.test_only else self._build_optimizer(opt)
+        self.loss_fn = nn.CrossEntropyLoss()
+        self.meters = [AccuracyMeter()]
+        self.losses: list[Any] = []
+        self.phase_idx = -1
+        self.train_phase_idx = -1
+        self.num_updates = 0
+        self.train = True
+        self.last_batch: LastBatch | None = None
+        self.is_optimizer_step = True
+        self.perf_log: list[dict[str, Any]] = []
+        self.dataloader: Any = None
+        self.model: nn.Module = self.base_model
+        self._distributed_wrapped = False
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any], run_dir: str = ".") -> ReferenceTask:
+        """Build the task and its `"hooks"` list.
+
+        In hook arguments, `{run_dir}` becomes the run folder and `$NAME` an environment variable.
+        With `"skip_unavailable_hooks": true`, first-party hooks whose package is not installed are
+        left out with a warning instead of failing (the demo uses this).
+        """
+        merged = _merge(DEFAULT_CONFIG, config)
+        text = os.path.expandvars(json.dumps(merged.pop("hooks")).replace("{run_dir}", run_dir.replace("\\", "/")))
+        hook_configs = json.loads(text)
+        if merged.pop("skip_unavailable_hooks", False):
+            available = set(registered_hook_names())
+            for hook_config in hook_configs:
+                if hook_config.get("name") in KNOWN_HOOKS and hook_config["name"] not in available:
+                    logger.warning(
+                        "Skipping hook %r: no installed package provides it (it comes with %s).",
+                        hook_config["name"],
+                        KNOWN_HOOKS[hook_config["name"]],
+                    )
+            hook_configs = [c for c in hook_configs if c.get("name") not in KNOWN_HOOKS or c["name"] in available]
+        return cls(merged, build_hooks(hook_configs))
+
+    # ---- the Task contract -------------------------------------------------------------------
+
+    @property
+    def phase_type(self) -> str:
+        return "train" if self.train else "test"
+
+    @property
+    def eval_phase_idx(self) -> int:
+        return self.phase_idx - self.train_phase_idx - 1
+
+    @property
+    def num_batches_per_phase(self) -> int:
+        return len(self.dataloader) if self.dataloader is not None else 0
+
+    @property
+    def where(self) -> float:
+        total = (
+            self.num_train_phases
+            * batches_per_epoch(len(self.train_dataset), self.batch_size, get_world_size())
+            * self.get_global_batchsize()
+        )
+        return min(self.num_updates / total, 1.0) if total else 0.0
+
+    @property
+    def num_train_phases(self) -> int:
+        return sum(1 for p in self.phases if p["train"])
+
+    def get_batchsize_per_replica(self) -> int:
+        return self.batch_size
+
+    def get_global_batchsize(self) -> int:
+        return self.batch_size * get_world_size()
+
+    def get_classy_state(self, deep_copy: bool = False) -> dict[str, Any]:
+        """Everything needed to continue exactly here; loads with `torch.load(weights_only=True)`."""
+        state = {
+            "train": self.train,
+            "base_model": self.base_model.state_dict(),
+            "optimizer": self.optimizer.state_dict() if self.optimizer is not None else None,
+            "meters": [m.get_classy_state() for m in self.meters],
+            "phase_idx": self.phase_idx,
+            "train_phase_idx": self.train_phase_idx,
+            "num_updates": self.num_updates,
+            "losses": [float(x) for x in self.losses],
+            "hooks": get_hooks_state(self.hooks),
+            "rng_state": torch.get_rng_state(),
+        }
+        return copy.deepcopy(state) if deep_copy else state
+
+    def set_classy_state(self, state: Mapping[str, Any]) -> None:
+        """Restore a state from `get_classy_state` (call before `run`, i.e. before `on_start`)."""
+        self.train = state["train"]
+        self.base_model.load_state_dict(state["base_model"])
+        if self.optimizer is not None and state.get("optimizer") is not None:
+            self.optimizer.load_state_dict(state["optimizer"])
+        for meter, meter_state in zip(self.meters, state["meters"]):
+            meter.set_classy_state(meter_state)
+        self.phase_idx = state["phase_idx"]
+        self.train_phase_idx = state["train_phase_idx"]
+        self.num_updates = state["num_updates"]
+        self.losses = list(state["losses"])
+        set_hooks_state(self.hooks, state.get("hooks", {}))
+        if "rng_state" in state:
+            torch.set_rng_state(state["rng_state"])
+
+    # ---- the loop ----------------------------------------------------------------------------
+
+    def run(self) -> None:
+        """Train and test through every remaining phase, calling the hooks at each event."""
+        self._wrap_distributed()
+        if dist.is_initialized():
+            dist.barrier()
+        call_hooks(self.hooks, ClassyHookFunctions.on_start, self)
+        while self.phase_idx + 1 < len(self.phases):
+            self._advance_phase()
+            call_hooks(self.hooks, ClassyHookFunctions.on_phase_start, self)
+            start = time.perf_counter()
+            fetch_start = time.perf_counter()
+            for batch_idx, batch in enumerate(self.dataloader):
+                fetch_time = time.perf_counter() - fetch_start
+                self._step(batch, batch_idx, fetch_time)
+                call_hooks(self.hooks, ClassyHookFunctions.on_step, self)
+                fetch_start = time.perf_counter()
+            self._end_phase(time.perf_counter() - start)
+            call_hooks(self.hooks, ClassyHookFunctions.on_phase_end, self)
+        call_hooks(self.hooks, ClassyHookFunctions.on_end, self)
+
+    def _build_phases(self) -> list[dict[str, bool]]:
+        if self.test_only:
+            return [{"train": False}]
+        period = int(self.config["test_phase_period"])
+        phases = []
+        for epoch in range(int(self.config["num_epochs"])):
+            phases.append({"train": True})
+            if period > 0 and (epoch + 1) % period == 0:
+                phases.append({"train": False})
+        return phases
+
+    def _build_optimizer(self, options: dict[str, Any]) -> torch.optim.Optimizer:
+        name = options.pop("name", "sgd")
+        if name == "sgd":
+            return torch.optim.SGD(self.base_model.parameters(), **options)
+        if name == "adamw":
+            return torch.optim.AdamW(self.base_model.parameters(), **options)
+        raise ValueError(f"reference trainer: unknown optimizer {name!r}; use 'sgd' or 'adamw'.")
+
+    def _wrap_distributed(self) -> None:
+        if dist.is_initialized() and dist.get_world_size() > 1 and not self._distributed_wrapped:
+            self.model = nn.parallel.DistributedDataParallel(self.base_model)
+            self._distributed_wrapped = True
+
+    def _advance_phase(self) -> None:
+        self.phase_idx += 1
+        self.train = self.phases[self.phase_idx]["train"]
+        if self.train:
+            self.train_phase_idx += 1
+        self.losses = []
+        for meter in self.meters:
+            meter.reset()
+        self.perf_log = []
+        self.last_batch = None
+        dataset = self.train_dataset if self.train else self.test_dataset
+        self.dataloader = build_loader(
+            dataset,
+            train=self.train,
+            batch_size=self.batch_size,
+            rank=get_rank(),
+            world_size=get_world_size(),
+            seed=self.config["seed"],
+            epoch=max(self.train_phase_idx, 0),
+        )
+        self.base_model.train(self.train)
+
+    def _lr(self) -> float:
+        schedule = self.config["lr_schedule"]
+        where = self.where
+        warmup = float(schedule.get("warmup_fraction", 0.0))
+        if warmup > 0 and where < warmup:
+            return self.base_lr * (where / warmup)
+        if schedule["name"] == "cosine":
+            progress = (where - warmup) / max(1.0 - warmup, 1e-12)
+            return self.base_lr * 0.5 * (1.0 + math.cos(math.pi * progress))
+        if schedule["name"] == "constant":
+            return self.base_lr
+        raise ValueError(f"reference trainer: unknown lr_schedule {schedule['name']!r}; use 'cosine' or 'constant'.")
+
+    def _step(self, batch: dict[str, torch.Tensor], batch_idx: int, fetch_time: float) -> None:
+        inputs, target = batch["input"], batch["target"]
+        if self.train:
+            assert self.optimizer is not None
+            if batch_idx % self.optimizer_period == 0:
+                lr = self._lr()
+                for group in self.optimizer.param_groups:
+                    group["lr"] = lr
+            output = self.model(inputs)
+            loss = self.loss_fn(output, target)
+            (loss / self.optimizer_period).backward()
+            self.is_optimizer_step = (batch_idx + 1) % self.optimizer_period == 0
+            if self.is_optimizer_step:
+                self.optimizer.step()
+                self.optimizer.zero_grad(set_to_none=True)
+            self.num_updates += self.get_global_batchsize()
+        else:
+            with torch.no_grad():
+                output = self.model(inputs)
+                loss = self.loss_fn(output, target)
+            self.is_optimizer_step = False
+        with torch.no_grad():
+            for meter in self.meters:
+                meter.update(output.detach(), target)
+        self.losses.append(loss.detach())
+        self.last_batch = LastBatch(
+            loss=loss.detach(),
+            output=output.detach(),
+            target=target,
+            sample=batch,
+            step_data={"sample_fetch_time": fetch_time},
+        )
+
+    def _end_phase(self, seconds: float) -> None:
+        """Sync losses (every rank's batch losses, gathered) and meters, as Classy Vision did."""
+        local = [float(x) for x in torch.stack(self.losses).tolist()] if self.losses else []
+        if dist.is_initialized() and get_world_size() > 1:
+            gathered: list[Any] = [None] * get_world_size()
+            dist.all_gather_object(gathered, local)
+            local = [x for part in gathered for x in part]
+        self.losses = local
+        for meter in self.meters:
+            meter.sync_state()
+        samples = len(self.dataloader.sampler) * get_world_size()
+        self.perf_log.append(
+            {"tag": self.phase_type, "phase_idx": self.phase_idx, "im_per_sec": samples / max(seconds, 1e-9)}
+        )
+        if dist.is_initialized():
+            dist.barrier()
+
+    def __repr__(self) -> str:
+        return f"ReferenceTask(config={json.dumps(self.config, sort_keys=True)})"

@@ -1,0 +1,71 @@
+"""Command line of the reference trainer (Classy Vision's `classy_train.py`, minus the framework).
+
+python tools/train.py --config tools/configs/demo.json --run-dir runs/demo [--resume PATH]
+torchrun --nproc_per_node 2 tools/train.py --config ... --run-dir ...
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import warnings
+
+import torch
+import torch.distributed as dist
+
+from reference_trainer.task import ReferenceTask
+
+logger = logging.getLogger("reference_trainer")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="Train with classy-hooks on synthetic data.")
+    parser.add_argument("--config", required=True, help="JSON config (see tools/configs/demo.json)")
+    parser.add_argument("--run-dir", required=True, help="folder for everything the hooks write")
+    parser.add_argument("--resume", help="checkpoint file or folder to continue from")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=JSON",
+        help="override a top-level config key, e.g. --set num_epochs=4",
+    )
+    return parser.parse_args(argv)
+
+
+def filter_known_warnings() -> None:
+    """Silence the TorchScript deprecation notices of torch>=2.11 (by message, nothing else)."""
+    warnings.filterwarnings("ignore", message=r".*torch\.jit\.\w+` is deprecated", category=DeprecationWarning)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stdout)
+    filter_known_warnings()
+    with open(args.config, encoding="utf-8") as handle:
+        config = json.load(handle)
+    for item in args.set:
+        key, _, value = item.partition("=")
+        config[key] = json.loads(value)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+        dist.init_process_group("gloo")
+    run_dir = os.path.abspath(args.run_dir)
+    os.makedirs(run_dir, exist_ok=True)
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ.get("WORLD_SIZE", "1"))))
+    task = ReferenceTask.from_config(config, run_dir=run_dir)
+    if args.resume:
+        from classy_hooks.model import load_checkpoint
+
+        checkpoint = load_checkpoint(args.resume)
+        task.set_classy_state(checkpoint["classy_state_dict"])
+        logger.info("Resumed from %s at phase %d", args.resume, task.phase_idx)
+    try:
+        task.run()
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+    logger.info("Run finished; outputs are in %s", run_dir)
+    return 0

@@ -52,7 +52,7 @@ def register_hook(name: str, bypass_checks: bool = False) -> Callable[[H], H]:
     """
 
     def decorate(cls: H) -> H:
-        where = "".join(traceback.format_stack(limit=4)[:-1])
+        where = "".join(traceback.format_stack(limit=2)[:-1])
         if not bypass_checks:
             if name in HOOK_REGISTRY:
                 raise ValueError(

@@ -1,0 +1,79 @@
+"""build_hook finds hooks of other installed distributions through the `classy_hooks.hooks` entry points."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+HOOK_MODULE = """
+from classy_hooks.core import ClassyHook, register_hook
+
+@register_hook("third_party_counter")
+class ThirdPartyCounterHook(ClassyHook):
+    on_start = on_phase_start = on_phase_end = on_end = ClassyHook._noop
+
+    def __init__(self, every: int = 1) -> None:
+        super().__init__()
+        self.state.every = every
+
+    def on_step(self, task):
+        pass
+"""
+
+
+def _install_fake_distribution(site: Path) -> None:
+    """Lay out a distribution as pip installs it: modules plus a .dist-info with entry_points.txt."""
+    (site / "thirdparty_hooks.py").write_text(HOOK_MODULE)
+    (site / "thirdparty_other.py").write_text("raise RuntimeError('this module must not be imported')\n")
+    info = site / "thirdparty_hooks-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: thirdparty-hooks\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text(
+        "[classy_hooks.hooks]\n"
+        "third_party_counter = thirdparty_hooks:ThirdPartyCounterHook\n"
+        "third_party_other = thirdparty_other:OtherHook\n"
+    )
+
+
+def test_build_hook_loads_only_the_requested_hook_from_another_distribution(tmp_path: Path) -> None:
+    _install_fake_distribution(tmp_path)
+    code = textwrap.dedent(
+        f"""
+        import sys
+        sys.path.insert(0, {str(tmp_path)!r})
+        from classy_hooks.core import build_hook, registered_hook_names
+        assert "thirdparty_hooks" not in sys.modules
+        assert "third_party_counter" in registered_hook_names()
+        hook = build_hook({{"name": "third_party_counter", "every": 4}})
+        print(type(hook).__name__, hook.state.every)
+        assert "thirdparty_hooks" in sys.modules and "thirdparty_other" not in sys.modules
+        """
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["ThirdPartyCounterHook", "4"]
+
+
+def test_entry_point_to_a_non_hook_is_a_clear_error(tmp_path: Path) -> None:
+    (tmp_path / "bad_hooks.py").write_text("class NotAHook:\n    pass\n")
+    info = tmp_path / "bad_hooks-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: bad-hooks\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text("[classy_hooks.hooks]\nbad_hook = bad_hooks:NotAHook\n")
+    code = (
+        f"import sys; sys.path.insert(0, {str(tmp_path)!r})\n"
+        "from classy_hooks.core import build_hook\n"
+        "build_hook({'name': 'bad_hook'})\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 1
+    assert "UnknownHookError: build_hook: entry point 'bad_hook'" in proc.stderr
+    assert "is not a ClassyHook subclass" in proc.stderr
+
+
+def test_importing_core_never_imports_torch() -> None:
+    code = "import sys, classy_hooks.core; print(sorted(m for m in ('torch', 'numpy') if m in sys.modules))"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert proc.stdout.strip() == "[]"

@@ -11,7 +11,9 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 
 class SyntheticImages(Dataset):
-    """`num_samples` images: class prototype plus noise, the same for a given seed on every rank.
+    """`num_samples` images: a class prototype plus noise, the same for a given seed on every rank.
+
+    `seed` fixes the class prototypes; `split` picks which samples are drawn (train 0, test 1).
 
     Items are dicts `{"input": (C,H,W) float, "target": int64 class, "id": int64 sample id}`.
     """
@@ -25,9 +27,14 @@ class SyntheticImages(Dataset):
         seed: int = 0,
         noise: float = 1.0,
         id_offset: int = 0,
+        split: int = 0,
     ) -> None:
         gen = torch.Generator().manual_seed(seed)
-        prototypes = torch.randn(num_classes, channels, image_size, image_size, generator=gen)
+        # a per-class colour (survives global pooling) plus a per-class texture
+        prototypes = torch.randn(num_classes, channels, 1, 1, generator=gen) + 0.5 * torch.randn(
+            num_classes, channels, image_size, image_size, generator=gen
+        )
+        gen.manual_seed(seed * 1000 + 1 + split)  # train and test share prototypes, not samples
         self.targets = torch.randint(0, num_classes, (num_samples,), generator=gen)
         self.inputs = prototypes[self.targets] + noise * torch.randn(
             num_samples, channels, image_size, image_size, generator=gen

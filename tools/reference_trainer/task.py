@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import importlib
 import json
 import logging
 import math
@@ -54,6 +55,7 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "lr_schedule": {"name": "cosine", "warmup_fraction": 0.0},
     "hooks": [],
     "skip_unavailable_hooks": False,
+    "imports": [],
 }
 
 
@@ -85,15 +87,21 @@ class ReferenceTask:
         self.batch_size = int(data["batch_size"])
         self.base_model: nn.Module = build_model(cfg["model"], data["image_size"], data["num_classes"])
         self.train_dataset = SyntheticImages(
-            data["train_samples"], data["num_classes"], data["image_size"], seed=cfg["seed"] + 1, noise=data["noise"]
+            data["train_samples"],
+            data["num_classes"],
+            data["image_size"],
+            seed=cfg["seed"],
+            noise=data["noise"],
+            split=0,
         )
         self.test_dataset = SyntheticImages(
             data["test_samples"],
             data["num_classes"],
             data["image_size"],
-            seed=cfg["seed"] + 2,
+            seed=cfg["seed"],
             noise=data["noise"],
             id_offset=1_000_000,
+            split=1,
         )
         self.phases = self._build_phases()
         opt = dict(cfg["optimizer"])
@@ -117,11 +125,14 @@ class ReferenceTask:
     def from_config(cls, config: Mapping[str, Any], run_dir: str = ".") -> ReferenceTask:
         """Build the task and its `"hooks"` list.
 
+        `"imports"` lists modules to import first (hooks of your own register themselves there).
         In hook arguments, `{run_dir}` becomes the run folder and `$NAME` an environment variable.
         With `"skip_unavailable_hooks": true`, first-party hooks whose package is not installed are
         left out with a warning instead of failing (the demo uses this).
         """
         merged = _merge(DEFAULT_CONFIG, config)
+        for module in merged.pop("imports", []):  # modules that register hooks of your own
+            importlib.import_module(module)
         text = os.path.expandvars(json.dumps(merged.pop("hooks")).replace("{run_dir}", run_dir.replace("\\", "/")))
         hook_configs = json.loads(text)
         if merged.pop("skip_unavailable_hooks", False):

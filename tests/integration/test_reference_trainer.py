@@ -1,0 +1,92 @@
+"""The reference trainer keeps Classy Vision's event order on 1 process and on 2 gloo ranks under torchrun."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from recording_hook import RecordingHook
+
+from helpers import make_task, run_training, tiny_config
+
+
+def _phase_events(events: list[dict], name: str) -> list[dict]:
+    return [e for e in events if e["event"] == name]
+
+
+def test_events_arrive_in_classy_vision_order_with_phase_advanced_first() -> None:
+    hook = RecordingHook()
+    task = make_task([hook], num_epochs=2)
+    task.run()
+    names = [e["event"] for e in hook.events]
+    assert names[0] == "on_start" and names[-1] == "on_end"
+    starts = _phase_events(hook.events, "on_phase_start")
+    # train, test, train, test: the phase is advanced (index, train flag, fresh losses) before on_phase_start
+    assert [(e["phase_idx"], e["train"], e["losses"]) for e in starts] == [
+        (0, True, 0),
+        (1, False, 0),
+        (2, True, 0),
+        (3, False, 0),
+    ]
+    assert [e["batches"] for e in starts] == [8, 4, 8, 4]
+    ends = _phase_events(hook.events, "on_phase_end")
+    assert [e["num_losses"] for e in ends] == [8, 4, 8, 4]
+    assert all(e["all_floats"] for e in ends)  # losses are synced to floats before on_phase_end
+    assert len(_phase_events(hook.events, "on_step")) == 24
+    assert ends[-1]["accuracy"] > 0.5  # the synthetic classes are learnable
+
+
+def test_hook_state_is_restored_before_on_start() -> None:
+    first = make_task([RecordingHook()], num_epochs=1)
+    first.run()
+    state = first.get_classy_state()
+    hook = RecordingHook()
+    resumed = make_task([hook], num_epochs=2)
+    resumed.set_classy_state(state)
+    resumed.run()
+    assert hook.events[0] == {
+        "event": "on_start",
+        "phase_idx": 1,
+        "train": False,
+        "restored_calls": first.hooks[0].state.calls,
+    }
+    assert [e["phase_idx"] for e in _phase_events(hook.events, "on_phase_start")] == [2, 3]
+
+
+def test_gradient_accumulation_marks_micro_steps() -> None:
+    flags: list[bool] = []
+
+    class StepFlags(RecordingHook):
+        def on_step(self, task):  # type: ignore[no-untyped-def]
+            if task.train:
+                flags.append(task.is_optimizer_step)
+
+    make_task([StepFlags()], num_epochs=1, optimizer_period=2).run()
+    assert flags == [False, True] * 4
+
+
+def test_task_state_holds_only_weights_only_loadable_data(tmp_path: Path) -> None:
+    task = make_task([RecordingHook()], num_epochs=1)
+    task.run()
+    path = tmp_path / "state.torch"
+    torch.save(task.get_classy_state(), path)
+    loaded = torch.load(path, weights_only=True)
+    assert loaded["phase_idx"] == 1 and loaded["hooks"]["RecordingHook"]["calls"] > 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("nproc", [1, 2])
+def test_trainer_end_to_end_from_the_command_line(tmp_path: Path, nproc: int) -> None:
+    events_dir = tmp_path / "events"
+    config = tiny_config(imports=["integration.recording_hook"], hooks=[{"name": "recording", "folder": "{run_dir}/events"}])
+    proc = run_training(tmp_path, config, nproc=nproc, run_dir=tmp_path)
+    assert "Run finished" in proc.stdout
+    for rank in range(nproc):
+        events = json.loads((events_dir / f"events-rank{rank}.json").read_text())
+        ends = _phase_events(events, "on_phase_end")
+        # each rank trains on its shard (128 / nproc samples, batch 16) but sees every rank's losses
+        assert [e["num_losses"] for e in ends] == [8, 4, 8, 4]
+        assert [e["meter_total"] for e in ends] == [128.0, 64.0, 128.0, 64.0]  # meters summed over ranks
+        assert len(_phase_events(events, "on_step")) == 24 // nproc

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
-import inspect
 from collections.abc import Mapping
 from typing import Any
 
@@ -12,6 +10,8 @@ from classy_hooks.core.errors import HookConfigError
 
 def constructor_arguments(cls: type) -> tuple[set[str], set[str], bool]:
     """Return (required, optional, accepts_any_keyword) for `cls.__init__`."""
+    import inspect  # deferred: only from_config needs it, and it is slow to import
+
     params = list(inspect.signature(cls).parameters.values())
     required: set[str] = set()
     optional: set[str] = set()
@@ -47,6 +47,8 @@ def check_config_keys(
     known = required | optional
     for key in config:
         if key not in known:
+            import difflib
+
             close = difflib.get_close_matches(str(key), sorted(known), n=1)
             hint = f" Did you mean '{close[0]}'?" if close else ""
             raise HookConfigError(

@@ -8,14 +8,14 @@ without importing `classy_hooks.model` first.
 from __future__ import annotations
 
 import copy
-import difflib
-import traceback
 from collections.abc import Callable, Mapping, Sequence
-from importlib import metadata
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from classy_hooks.core.classy_hook import ClassyHook
 from classy_hooks.core.errors import HookConfigError, UnknownHookError
+
+if TYPE_CHECKING:
+    from importlib.metadata import EntryPoint
 
 ENTRY_POINT_GROUP = "classy_hooks.hooks"
 
@@ -52,6 +52,8 @@ def register_hook(name: str, bypass_checks: bool = False) -> Callable[[H], H]:
     """
 
     def decorate(cls: H) -> H:
+        import traceback  # deferred: only registration needs it
+
         where = "".join(traceback.format_stack(limit=2)[:-1])
         if not bypass_checks:
             if name in HOOK_REGISTRY:
@@ -79,8 +81,11 @@ def register_hook(name: str, bypass_checks: bool = False) -> Callable[[H], H]:
     return decorate
 
 
-def _entry_points() -> dict[str, metadata.EntryPoint]:
-    return {ep.name: ep for ep in metadata.entry_points(group=ENTRY_POINT_GROUP)}
+def _entry_points() -> dict[str, EntryPoint]:
+    # imported here: importlib.metadata costs ~40 ms, paid only when a name is not registered yet
+    from importlib.metadata import entry_points
+
+    return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
 
 
 def get_hook_class(name: str) -> type[ClassyHook]:
@@ -108,6 +113,8 @@ def _unknown_name_message(name: str, available: set[str]) -> str:
             f"build_hook: the hook '{name}' is provided by {dist}, which is not installed. "
             f"Install it with: pip install {dist}"
         )
+    import difflib
+
     candidates = sorted(available | set(KNOWN_HOOKS))
     close = difflib.get_close_matches(name, candidates, n=3, cutoff=0.6)
     hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""

@@ -1,0 +1,260 @@
+"""Writing, checking, loading and resuming from checkpoints (the file side of `CheckpointHook`).
+
+Layout (compatible with Classy Vision): a checkpoint is a dict
+`{"input_args": ..., "classy_state_dict": task.get_classy_state(), "checkpoint_format_version": 1}`
+saved with `torch.save`. `<folder>/checkpoint.torch` is the latest one; `model_phase-<N>_end.torch`
+holds the one written at the end of phase N.
+
+Everything here loads with `torch.load(path, weights_only=True)`: tensors, numbers, strings,
+lists, tuples and dicts only. `check_weights_only` rejects anything else at save time and names the key.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import secrets
+from collections import OrderedDict
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+
+from classy_hooks.core.files import fsync_dir
+
+logger = logging.getLogger(__name__)
+
+#: Version of the checkpoint layout written by this package (stored under `FORMAT_VERSION_KEY`).
+CHECKPOINT_FORMAT_VERSION = 1
+FORMAT_VERSION_KEY = "checkpoint_format_version"
+#: File name of the latest checkpoint inside a checkpoint folder (Classy Vision's name).
+LATEST_CHECKPOINT = "checkpoint.torch"
+PHASE_CHECKPOINT = "model_phase-{phase_idx}_end.torch"
+_PHASE_RE = re.compile(r"^model_phase-(\d+)_end\.torch$")
+_TMP_RE = re.compile(r"^\.(checkpoint\.torch|model_phase-\d+_end\.torch)\..+\.tmp$")
+
+_LEAF_TYPES = (type(None), bool, int, float, complex, str, bytes, torch.Size, torch.dtype, torch.device)
+_KEY_TYPES = (type(None), bool, int, float, str, bytes)
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint is missing, truncated or corrupt, or state cannot be saved safely; names the file or key."""
+
+
+def phase_checkpoint_name(phase_idx: int) -> str:
+    """File name of the checkpoint written at the end of phase `phase_idx`."""
+    return PHASE_CHECKPOINT.format(phase_idx=phase_idx)
+
+
+def check_weights_only(value: Any, path: str = "checkpoint") -> None:
+    """Raise `CheckpointError` naming the first key whose value `torch.load(weights_only=True)` cannot load.
+
+    Allowed: tensors (and `nn.Parameter`), None, bool, int, float, complex, str, bytes, `torch.Size`,
+    `torch.dtype`, `torch.device`, and dicts / lists / tuples / sets of those.
+    """
+    if isinstance(value, torch.Tensor):
+        if type(value) not in (torch.Tensor, torch.nn.Parameter):
+            raise CheckpointError(
+                f"cannot save {path}: it is a {type(value).__qualname__} (a tensor subclass), which "
+                "torch.load(weights_only=True) rejects. Store a plain tensor (e.g. `t.as_subclass(torch.Tensor)`)."
+            )
+        return
+    if isinstance(value, _LEAF_TYPES) and type(value) in _LEAF_TYPES:
+        return
+    if type(value) in (dict, OrderedDict):
+        for key, item in value.items():
+            if type(key) not in _KEY_TYPES:
+                raise CheckpointError(
+                    f"cannot save {path}: key {key!r} is a {type(key).__qualname__}; "
+                    "use str or int keys so that torch.load(weights_only=True) can read the checkpoint."
+                )
+            check_weights_only(item, f"{path}[{key!r}]")
+        return
+    if type(value) in (list, tuple, set, frozenset):
+        for i, item in enumerate(value):
+            check_weights_only(item, f"{path}[{i}]")
+        return
+    raise CheckpointError(
+        f"cannot save {path}: it is a {type(value).__module__}.{type(value).__qualname__}, which "
+        "torch.load(weights_only=True) cannot load. Keep only tensors, numbers, strings, lists and dicts "
+        "in task and hook state (e.g. convert numpy arrays with torch.as_tensor, objects to dicts)."
+    )
+
+
+def make_checkpoint(classy_state_dict: Mapping[str, Any], input_args: Any = None) -> dict[str, Any]:
+    """The dict a checkpoint file holds: Classy Vision's two keys plus the format version."""
+    return {
+        "input_args": input_args,
+        "classy_state_dict": classy_state_dict,
+        FORMAT_VERSION_KEY: CHECKPOINT_FORMAT_VERSION,
+    }
+
+
+def snapshot_to_cpu(value: Any) -> Any:
+    """Copy a state structure so that later in-place training updates cannot change it.
+
+    Tensors are copied to new CPU tensors (device tensors are copied to the host); containers are
+    rebuilt; other leaves are immutable and shared.
+    """
+    if isinstance(value, torch.Tensor):
+        out = value.detach().to("cpu", copy=True)
+        return out
+    if isinstance(value, OrderedDict):
+        return OrderedDict((k, snapshot_to_cpu(v)) for k, v in value.items())
+    if isinstance(value, dict):
+        return {k: snapshot_to_cpu(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [snapshot_to_cpu(v) for v in value]
+    if isinstance(value, tuple):
+        return tuple(snapshot_to_cpu(v) for v in value)
+    return value
+
+
+def write_checkpoint(folder: str, checkpoint: Mapping[str, Any], phase_file: str | None = None) -> str:
+    """Write `checkpoint` crash-safely as `<folder>/checkpoint.torch` (and `phase_file`, if given).
+
+    The bytes go to a temporary file in `folder`, which is flushed and fsynced; the per-phase name
+    and then `checkpoint.torch` are pointed at it with `os.replace` (the per-phase name through a
+    hard link, so the data is written once; a copy where links are unsupported); the folder is
+    fsynced last. A crash at any instant leaves every name either at its previous complete file or
+    at the new complete one. Returns the path of the latest checkpoint.
+    """
+    check_weights_only(dict(checkpoint))
+    os.makedirs(folder, exist_ok=True)
+    latest = os.path.join(folder, LATEST_CHECKPOINT)
+    # Not mkstemp: its files are private (0600); checkpoints get the usual umask-governed mode.
+    tmp = os.path.join(folder, f".{LATEST_CHECKPOINT}.{secrets.token_hex(8)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    tmp_phase: str | None = None
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            torch.save(dict(checkpoint), handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        if phase_file is not None:
+            tmp_phase = os.path.join(folder, f".{phase_file}.{os.path.basename(tmp)[1:]}")
+            try:
+                os.link(tmp, tmp_phase)
+            except OSError:
+                _copy_synced(tmp, tmp_phase)
+            os.replace(tmp_phase, os.path.join(folder, phase_file))
+            tmp_phase = None
+        os.replace(tmp, latest)
+    except BaseException:
+        for leftover in (tmp, tmp_phase):
+            if leftover is not None:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(leftover)
+        raise
+    fsync_dir(folder)
+    return latest
+
+
+def _copy_synced(src: str, dst: str) -> None:
+    with open(src, "rb") as reader, open(dst, "wb") as writer:
+        while chunk := reader.read(1 << 22):
+            writer.write(chunk)
+        writer.flush()
+        os.fsync(writer.fileno())
+
+
+def remove_stale_temp_files(folder: str) -> list[str]:
+    """Delete temporary files left in `folder` by a save that was killed; return their names."""
+    removed = []
+    with contextlib.suppress(FileNotFoundError):
+        for entry in os.scandir(folder):
+            if _TMP_RE.match(entry.name):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(entry.path)
+                removed.append(entry.name)
+    return removed
+
+
+def list_checkpoints(folder: str) -> list[str]:
+    """Checkpoint files in `folder`, newest first: `checkpoint.torch`, then per-phase files by phase, descending."""
+    phases = []
+    with contextlib.suppress(FileNotFoundError):
+        for entry in os.scandir(folder):
+            match = _PHASE_RE.match(entry.name)
+            if match and entry.is_file():
+                phases.append((int(match.group(1)), entry.path))
+    files = [path for _, path in sorted(phases, reverse=True)]
+    latest = os.path.join(folder, LATEST_CHECKPOINT)
+    return ([latest] if os.path.isfile(latest) else []) + files
+
+
+def _read(path: str, map_location: Any) -> dict[str, Any]:
+    if not os.path.exists(path):
+        raise CheckpointError(
+            f"checkpoint {path} does not exist. Pass a checkpoint file or a folder holding checkpoint.torch."
+        )
+    try:
+        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # truncated zip, bad pickle, unsupported type: all mean "unusable file"
+        raise CheckpointError(
+            f"checkpoint {path} is truncated or corrupt and cannot be loaded ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0] if str(exc) else exc!r}). Use load_checkpoint(..., fallback=True) "
+            "to load the newest valid checkpoint in its folder instead."
+        ) from exc
+    if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("classy_state_dict"), dict):
+        raise CheckpointError(
+            f"checkpoint {path} holds no 'classy_state_dict'; it was not written by CheckpointHook. "
+            "Pass a checkpoint.torch or model_phase-N_end.torch file."
+        )
+    version = checkpoint.get(FORMAT_VERSION_KEY, 0)
+    if not isinstance(version, int) or version > CHECKPOINT_FORMAT_VERSION:
+        raise CheckpointError(
+            f"checkpoint {path} has format version {version!r}, newer than this classy-hooks-model "
+            f"understands ({CHECKPOINT_FORMAT_VERSION}). Upgrade classy-hooks-model."
+        )
+    return checkpoint
+
+
+def load_checkpoint(
+    path_or_folder: str | os.PathLike[str], *, fallback: bool = False, map_location: Any = "cpu"
+) -> dict[str, Any]:
+    """Load a checkpoint written by `CheckpointHook`, with `torch.load(weights_only=True)`.
+
+    `path_or_folder` is a checkpoint file, or a folder, meaning `<folder>/checkpoint.torch`.
+    A missing, truncated or corrupt file raises `CheckpointError` naming it. With `fallback=True`
+    the newest valid checkpoint of the folder is loaded instead (`checkpoint.torch`, then
+    `model_phase-N_end.torch` from the highest N down), with a warning naming the files skipped.
+    Tensors are mapped to `map_location` (the CPU by default). Checkpoints of Classy Vision
+    itself (no format version) load too, as long as they hold only weights-only types.
+    """
+    path = os.fspath(path_or_folder)
+    if os.path.isdir(path):
+        folder, path = path, os.path.join(path, LATEST_CHECKPOINT)
+    else:
+        folder = os.path.dirname(os.path.abspath(path))
+    try:
+        return _read(path, map_location)
+    except CheckpointError as first_error:
+        if not fallback:
+            raise
+        for candidate in list_checkpoints(folder):
+            if os.path.abspath(candidate) == os.path.abspath(path):
+                continue
+            try:
+                checkpoint = _read(candidate, map_location)
+            except CheckpointError as exc:
+                logger.warning("Skipping unusable checkpoint: %s", exc)
+                continue
+            logger.warning("%s Falling back to %s.", first_error, candidate)
+            return checkpoint
+        raise CheckpointError(f"{first_error} No valid checkpoint to fall back to in {folder}.") from first_error
+
+
+def resume_task(task: Any, path_or_folder: str | os.PathLike[str], *, fallback: bool = False) -> dict[str, Any]:
+    """Load a checkpoint (see `load_checkpoint`) into `task` and return the checkpoint dict.
+
+    Calls `task.set_classy_state(checkpoint["classy_state_dict"])`, which restores the model,
+    optimizer, counters and every hook's state (EMA weights, checkpoint period counter, ...).
+    Call it after building the task and its hooks and before training (before `on_start`). Under
+    torch.distributed every rank calls it with a path it can read.
+    """
+    checkpoint = load_checkpoint(path_or_folder, fallback=fallback)
+    task.set_classy_state(checkpoint["classy_state_dict"])
+    return checkpoint

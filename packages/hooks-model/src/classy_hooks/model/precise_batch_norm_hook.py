@@ -1,0 +1,263 @@
+"""`PreciseBatchNormHook`: recompute BatchNorm statistics at the end of every train phase."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from classy_hooks.core import ClassyHook, all_reduce, register_hook
+from classy_hooks.core.validation import check_bool, check_int
+from classy_hooks.model.exponential_moving_average_model_hook import ExponentialMovingAverageModelHook
+
+logger = logging.getLogger(__name__)
+
+#: BatchNorm types whose statistics are recomputed (fvcore's `BN_MODULE_TYPES`).
+BN_MODULE_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
+
+
+def bn_modules(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
+    """BatchNorm modules in training mode that track running statistics (fvcore's `get_bn_modules`)."""
+    return [
+        m
+        for m in model.modules()
+        if isinstance(m, BN_MODULE_TYPES) and m.training and m.track_running_stats and m.running_mean is not None
+    ]
+
+
+class _Sums:
+    """Per-layer sums over this rank's batches: N, N*mean and N*E[x^2] (float64)."""
+
+    def __init__(self, layers: Sequence[nn.modules.batchnorm._BatchNorm]) -> None:
+        self.count = torch.zeros(len(layers), dtype=torch.float64)
+        self.mean = [torch.zeros(m.num_features, dtype=torch.float64, device=m.running_mean.device) for m in layers]
+        self.square = [torch.zeros(m.num_features, dtype=torch.float64, device=m.running_mean.device) for m in layers]
+
+    def flat(self) -> torch.Tensor:
+        return torch.cat([self.count, *(t.cpu() for t in self.mean), *(t.cpu() for t in self.square)])
+
+    def load_flat(self, flat: torch.Tensor) -> None:
+        n = len(self.mean)
+        self.count = flat[:n].clone()
+        offset = n
+        for group in (self.mean, self.square):
+            for i, t in enumerate(group):
+                group[i] = flat[offset : offset + t.numel()].to(t.device)
+                offset += t.numel()
+
+
+@torch.no_grad()
+def _accumulate(model: nn.Module, layers: Sequence[nn.modules.batchnorm._BatchNorm], inputs: Iterable[Any]) -> _Sums:
+    """Run `model` on `inputs` with momentum 1 and sum each BN layer's batch statistics (no reduction).
+
+    With momentum 1 a BN layer's `running_mean` / `running_var` after a forward are the batch mean
+    and the Bessel-corrected batch variance of its input; with N = elements per channel,
+    N * E[x^2] = (N - 1) * var + N * mean^2. Momentum and `num_batches_tracked` are restored.
+    """
+    sums = _Sums(layers)
+    sizes: dict[int, int] = {}
+
+    def record(module: nn.Module, args: tuple[Any, ...]) -> None:
+        x = args[0]
+        sizes[id(module)] = x.numel() // x.shape[1]
+
+    saved = [(m.momentum, None if m.num_batches_tracked is None else m.num_batches_tracked.clone()) for m in layers]
+    handles = [m.register_forward_pre_hook(record) for m in layers]
+    try:
+        for m in layers:
+            m.momentum = 1.0
+        for x in inputs:
+            sizes.clear()
+            model(x)
+            for i, m in enumerate(layers):
+                n = sizes.get(id(m))
+                if n is None:
+                    continue  # the layer was not used in this forward
+                sums.count[i] += n
+                mean = m.running_mean.to(torch.float64)
+                sums.mean[i].add_(mean, alpha=n)
+                sums.square[i].add_(m.running_var.to(torch.float64), alpha=n - 1).addcmul_(mean, mean, value=n)
+    finally:
+        for handle in handles:
+            handle.remove()
+        for m, (momentum, tracked) in zip(layers, saved):
+            m.momentum = momentum
+            if tracked is not None:
+                m.num_batches_tracked.copy_(tracked)
+    return sums
+
+
+@torch.no_grad()
+def _write(layers: Sequence[nn.modules.batchnorm._BatchNorm], sums: _Sums) -> None:
+    """Set running_mean / running_var (in place) to the population statistics of the summed batches."""
+    for i, m in enumerate(layers):
+        n = float(sums.count[i])
+        if n == 0:
+            continue  # unused on every rank: keep its statistics
+        mean = sums.mean[i] / n
+        var = (sums.square[i] / n - mean * mean).clamp_(min=0)
+        m.running_mean.copy_(mean)
+        m.running_var.copy_(var)
+
+
+def _rng_devices() -> list[int]:
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        return [torch.cuda.current_device()]
+    return []
+
+
+@register_hook("precise_bn")
+class PreciseBatchNormHook(ClassyHook):
+    """Replace BatchNorm running statistics by precise population statistics after every train phase.
+
+    When it acts: at `on_phase_end` of train phases it runs the model (in train mode, no grad,
+    BatchNorm momentum 1) over `num_samples` samples per replica and sets every BatchNorm layer's
+    `running_mean` / `running_var` to the mean and (biased) variance of that layer's input over
+    all those samples: the semantics of fvcore's `update_bn_stats` (population estimator), with
+    the buffers updated in place and `num_batches_tracked` left as it was.
+
+    Samples: with `cache_samples=True`, `on_step` keeps the first `num_samples` inputs of the
+    phase (`task.last_batch.sample["input"]`, the batch as trained, copied to the CPU; never more
+    than `num_samples`). Otherwise the hook iterates `task.dataloader` afresh (a new iterator; the
+    task's loader and iterator are not touched). A loader shorter than `num_samples` gives a
+    warning and the samples it has. The forwards run under a forked RNG, so they do not change the
+    training's random stream.
+
+    Distributed: each rank sums N, N*mean and N*E[x^2] per layer over its samples, and one
+    all-reduce adds them up, so every rank ends with the same statistics over all ranks' samples.
+    Every rank must run the hook (with SyncBatchNorm, every rank must also see the same number of batches).
+
+    With ExponentialMovingAverageModelHook (found in the optional `task.hooks`, tracking BN
+    buffers, task `ema` not False): the statistics are recomputed twice on the same samples: for
+    the training weights (into the model) and for the EMA weights (into the EMA copy, which test
+    phases evaluate). Neither hook acts on the other's statistics in any other way, so the result
+    does not depend on the order in which the two hooks are listed. Without `task.hooks` the EMA
+    copy keeps its averaged statistics.
+
+    Reads: `task.base_model`, `task.train`, `task.dataloader` (loader mode) or `task.last_batch`
+    (cache mode), optional `task.hooks`, `task.ema`.
+    """
+
+    task_attributes = ("base_model", "train")
+
+    def __init__(self, num_samples: int, cache_samples: bool = False) -> None:
+        super().__init__()
+        self.num_samples = check_int(self.name(), "num_samples", num_samples, minimum=1)
+        self.cache_samples = check_bool(self.name(), "cache_samples", cache_samples)
+        self._cache: list[torch.Tensor] = []
+        self._cached = 0
+        self.last_num_samples = 0
+
+    on_end = ClassyHook._noop
+
+    def on_start(self, task: Any) -> None:
+        self.check_task(task, (*self.task_attributes, "last_batch" if self.cache_samples else "dataloader"))
+
+    def on_phase_start(self, task: Any) -> None:
+        self._cache = []
+        self._cached = 0
+
+    def on_step(self, task: Any) -> None:
+        if not self.cache_samples or not task.train or self._cached >= self.num_samples:
+            return
+        x = task.last_batch.sample["input"]
+        take = min(int(x.shape[0]), self.num_samples - self._cached)
+        self._cache.append(x[:take].detach().to("cpu", copy=True))
+        self._cached += take
+
+    def on_phase_end(self, task: Any) -> None:
+        if not task.train:
+            return
+        self.update_stats(task)
+        self._cache = []
+        self._cached = 0
+
+    def _inputs(self, task: Any) -> list[torch.Tensor]:
+        if self.cache_samples:
+            chunks, total = list(self._cache), self._cached
+        else:
+            chunks, total = [], 0
+            for batch in iter(task.dataloader):
+                x = batch["input"] if isinstance(batch, dict) else batch[0]
+                take = min(int(x.shape[0]), self.num_samples - total)
+                chunks.append(x if take == x.shape[0] else x[:take])
+                total += take
+                if total >= self.num_samples:
+                    break
+        if total < self.num_samples:
+            logger.warning(
+                "%s: the train phase provided only %d of num_samples=%d samples on this rank; "
+                "BatchNorm statistics use those %d.",
+                self.name(),
+                total,
+                self.num_samples,
+                total,
+            )
+        # A single sample without spatial dims cannot go through BatchNorm in train mode.
+        chunks = [c for c in chunks if c.shape[0] > 1 or c.dim() > 2]
+        self.last_num_samples = sum(int(c.shape[0]) for c in chunks)
+        return chunks
+
+    def _ema_hooks(self, task: Any) -> list[ExponentialMovingAverageModelHook]:
+        if not getattr(task, "ema", True):
+            return []
+        return [
+            h
+            for h in getattr(task, "hooks", None) or ()
+            if isinstance(h, ExponentialMovingAverageModelHook)
+            and h.consider_bn_buffers
+            and h.state.ema_state
+            and not h.state.swapped
+        ]
+
+    def update_stats(self, task: Any) -> None:
+        """Recompute the statistics now (what `on_phase_end` does after a train phase)."""
+        model: nn.Module = task.base_model
+        layers = bn_modules(model)
+        with torch.random.fork_rng(devices=_rng_devices()):
+            chunks = self._inputs(task)
+            if not layers:
+                return
+            device = next(iter(model.parameters()), torch.empty(0)).device
+            inputs = _Moved(chunks, device)
+            sums = [_accumulate(model, layers, inputs)]
+            ema_hooks = self._ema_hooks(task)
+            for hook in ema_hooks:
+                hook.swap(task)
+                try:
+                    sums.append(_accumulate(model, layers, inputs))
+                finally:
+                    hook.swap(task)
+        flat = all_reduce(torch.cat([s.flat() for s in sums]), "sum")
+        size = flat.numel() // len(sums)
+        for i, s in enumerate(sums):
+            s.load_flat(flat[i * size : (i + 1) * size])
+        for hook, s in zip(ema_hooks, sums[1:]):
+            hook.swap(task)
+            try:
+                _write(layers, s)
+            finally:
+                hook.swap(task)
+        _write(layers, sums[0])
+        logger.info(
+            "%s: recomputed statistics of %d BatchNorm layers from %d samples per replica%s.",
+            self.name(),
+            len(layers),
+            self.last_num_samples,
+            " (training and EMA weights)" if ema_hooks else "",
+        )
+
+
+class _Moved:
+    """Iterate over tensors, moving each to `device` on the way (no copy when already there)."""
+
+    def __init__(self, chunks: Sequence[torch.Tensor], device: torch.device) -> None:
+        self.chunks = chunks
+        self.device = device
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        for c in self.chunks:
+            yield c.to(self.device, non_blocking=True)

@@ -1,0 +1,182 @@
+"""CheckpointHook: construction, folder checks, layout, period state, weights-only check, non-blocking saves."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from classy_hooks.core import ClassyHook, HookConfigError, build_hook
+from classy_hooks.model import CheckpointError, CheckpointHook, load_checkpoint
+from classy_hooks.model.checkpoint_io import CHECKPOINT_FORMAT_VERSION, FORMAT_VERSION_KEY
+from helpers import make_task
+
+
+def test_constructor_from_config_and_build_hook(tmp_path: Path) -> None:
+    folder = str(tmp_path / "ckpt")
+    direct = CheckpointHook(folder, input_args={"lr": 0.1}, phase_types=["train", "test"], checkpoint_period=2)
+    assert direct.phase_types == ["train", "test"] and direct.checkpoint_period == 2 and not direct.non_blocking
+    assert isinstance(CheckpointHook.from_config({"checkpoint_folder": folder}), CheckpointHook)
+    built = build_hook({"name": "checkpoint", "checkpoint_folder": folder, "non_blocking": True})
+    assert isinstance(built, CheckpointHook) and built.non_blocking
+    assert CheckpointHook(folder).phase_types == ["train"]
+
+
+@pytest.mark.parametrize(
+    ("config", "argument"),
+    [
+        ({"checkpoint_folder": 12}, "checkpoint_folder"),
+        ({"checkpoint_folder": ""}, "checkpoint_folder"),
+        ({"checkpoint_folder": "x", "phase_types": []}, "phase_types"),
+        ({"checkpoint_folder": "x", "phase_types": ["val"]}, "phase_types"),
+        ({"checkpoint_folder": "x", "phase_types": "train"}, "phase_types"),
+        ({"checkpoint_folder": "x", "checkpoint_period": 0}, "checkpoint_period"),
+        ({"checkpoint_folder": "x", "checkpoint_period": 1.5}, "checkpoint_period"),
+        ({"checkpoint_folder": "x", "checkpoint_period": True}, "checkpoint_period"),
+        ({"checkpoint_folder": "x", "input_args": [1, 2]}, "input_args"),
+        ({"checkpoint_folder": "x", "input_args": {"f": object()}}, "input_args"),
+        ({"checkpoint_folder": "x", "non_blocking": "yes"}, "non_blocking"),
+        ({"checkpoint_folder": "x", "period": 2}, "period"),
+        ({}, "checkpoint_folder"),
+    ],
+)
+def test_bad_config_is_a_clear_error(config: dict[str, Any], argument: str) -> None:
+    with pytest.raises(HookConfigError, match=rf"CheckpointHook.*'{argument}"):
+        build_hook({"name": "checkpoint", **config})
+
+
+def test_on_start_creates_the_folder_and_rejects_unusable_ones(tmp_path: Path) -> None:
+    folder = tmp_path / "new" / "ckpt"
+    CheckpointHook(str(folder)).on_start(make_task())
+    assert folder.is_dir()
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    for bad in (a_file, a_file / "sub"):
+        with pytest.raises(HookConfigError, match="checkpoint_folder"):
+            CheckpointHook(str(bad)).on_start(make_task())
+
+
+def test_on_start_checks_the_task(tmp_path: Path) -> None:
+    with pytest.raises(TypeError, match=r"CheckpointHook.*phase_idx"):
+        CheckpointHook(str(tmp_path)).on_start(object())
+
+
+def test_layout_format_version_and_weights_only_load(tmp_path: Path) -> None:
+    hook = CheckpointHook(str(tmp_path), input_args={"config": "x.json", "n": [1, 2]}, phase_types=["train", "test"])
+    task = make_task([hook])
+    task.run()
+    names = sorted(os.listdir(tmp_path))
+    assert names == ["checkpoint.torch"] + [f"model_phase-{i}_end.torch" for i in range(4)]
+    for name in names:
+        checkpoint = torch.load(tmp_path / name, weights_only=True)
+        assert set(checkpoint) == {"input_args", "classy_state_dict", FORMAT_VERSION_KEY}
+        assert checkpoint[FORMAT_VERSION_KEY] == CHECKPOINT_FORMAT_VERSION
+        assert checkpoint["input_args"] == {"config": "x.json", "n": [1, 2]}
+    latest = load_checkpoint(tmp_path)["classy_state_dict"]
+    assert latest["phase_idx"] == 3
+    for key, value in task.base_model.state_dict().items():
+        assert torch.equal(latest["base_model"][key], value)
+    assert load_checkpoint(tmp_path / "model_phase-1_end.torch")["classy_state_dict"]["phase_idx"] == 1
+
+
+def test_per_phase_files_are_replaced_not_left_stale(tmp_path: Path) -> None:
+    make_task([CheckpointHook(str(tmp_path))], seed=1).run()
+    second = make_task([CheckpointHook(str(tmp_path))], seed=2)
+    second.run()
+    saved = load_checkpoint(tmp_path / "model_phase-2_end.torch")["classy_state_dict"]["base_model"]
+    for key, value in second.base_model.state_dict().items():
+        assert torch.equal(saved[key], value), key
+
+
+def test_period_counter_is_state_and_survives_a_resume(tmp_path: Path) -> None:
+    hook = CheckpointHook(str(tmp_path), checkpoint_period=2)
+    make_task([hook], num_epochs=3).run()  # train phases 0, 2, 4: the second one saves
+    assert hook.get_classy_state() == {"phase_counter": 3}
+    assert sorted(os.listdir(tmp_path)) == ["checkpoint.torch", "model_phase-2_end.torch"]
+    saved = load_checkpoint(tmp_path)["classy_state_dict"]["hooks"]["CheckpointHook"]
+    assert saved == {"phase_counter": 2}
+    resumed = CheckpointHook(str(tmp_path / "resumed"), checkpoint_period=2)
+    resumed.set_classy_state({"phase_counter": 3})
+    task = make_task([resumed], num_epochs=3)
+    task.phase_idx, task.train = 5, True  # the 4th train phase
+    resumed.on_start(task)
+    resumed.on_phase_end(task)
+    assert os.path.exists(tmp_path / "resumed" / "model_phase-5_end.torch")
+
+
+class _ObjectStateHook(ClassyHook):
+    on_start = on_phase_start = on_step = on_phase_end = on_end = ClassyHook._noop
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.state.history = {"best": torch.zeros(1), "when": object()}
+
+
+def test_state_that_would_not_load_weights_only_is_rejected_naming_the_key(tmp_path: Path) -> None:
+    hook = CheckpointHook(str(tmp_path))
+    task = make_task([_ObjectStateHook(), hook], num_epochs=1, test_phase_period=0)
+    with pytest.raises(CheckpointError, match=r"\['hooks'\]\['_ObjectStateHook'\]\['history'\]\['when'\]"):
+        task.run()
+    assert [n for n in os.listdir(tmp_path) if n.endswith(".torch") or n.endswith(".tmp")] == []
+
+
+def test_hook_moves_itself_last_so_it_saves_after_every_hook(tmp_path: Path) -> None:
+    hook = CheckpointHook(str(tmp_path))
+    other = _ObjectStateHook.__new__(_ObjectStateHook)
+    ClassyHook.__init__(other)
+    task = make_task([hook, other])
+    original = task.hooks
+    hook.on_start(task)
+    assert task.hooks == [other, hook] and original == [hook, other]
+
+
+def test_test_only_runs_write_nothing(tmp_path: Path) -> None:
+    hook = CheckpointHook(str(tmp_path / "c"), phase_types=["test"])
+    make_task([hook], test_only=True).run()
+    assert not (tmp_path / "c").exists()
+
+
+def test_non_blocking_save_writes_a_snapshot_and_waits_at_on_end(tmp_path: Path) -> None:
+    sync_dir, async_dir = tmp_path / "sync", tmp_path / "async"
+    make_task([CheckpointHook(str(sync_dir), phase_types=["train", "test"])]).run()
+    hook = CheckpointHook(str(async_dir), phase_types=["train", "test"], non_blocking=True)
+    make_task([hook]).run()
+    assert hook._thread is None  # on_end waited
+    assert sorted(os.listdir(sync_dir)) == sorted(os.listdir(async_dir))
+    a = load_checkpoint(sync_dir)["classy_state_dict"]
+    b = load_checkpoint(async_dir)["classy_state_dict"]
+    for key in a["base_model"]:
+        assert torch.equal(a["base_model"][key], b["base_model"][key])
+    assert a["phase_idx"] == b["phase_idx"] == 3
+
+
+def test_non_blocking_snapshot_is_isolated_from_later_training(tmp_path: Path) -> None:
+    hook = CheckpointHook(str(tmp_path), non_blocking=True)
+    task = make_task([hook])
+    hook.on_start(task)
+    task.phase_idx, task.train = 0, True
+    before = {k: v.clone() for k, v in task.base_model.state_dict().items()}
+    hook.on_phase_end(task)
+    with torch.no_grad():
+        for p in task.base_model.parameters():
+            p.add_(1.0)  # training goes on while the thread writes
+    hook.on_end(task)
+    saved = load_checkpoint(tmp_path)["classy_state_dict"]["base_model"]
+    for key, value in before.items():
+        assert torch.equal(saved[key], value), key
+
+
+def test_failed_background_save_is_raised_at_on_end(tmp_path: Path) -> None:
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a file, not a folder")
+    hook = CheckpointHook(str(tmp_path / "ok"), non_blocking=True)
+    task = make_task([hook])
+    hook.on_start(task)
+    hook.checkpoint_folder = str(blocker / "sub")  # the folder becomes unusable mid-run
+    task.phase_idx, task.train = 0, True
+    hook.on_phase_end(task)
+    with pytest.raises(RuntimeError, match="background checkpoint save"):
+        hook.on_end(task)

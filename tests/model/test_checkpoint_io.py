@@ -1,0 +1,135 @@
+"""load_checkpoint / resume_task / check_weights_only: clear errors on bad files, fallback to the newest valid one."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections import OrderedDict
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from classy_hooks.model import CheckpointError, CheckpointHook, check_weights_only, list_checkpoints, load_checkpoint
+from classy_hooks.model.checkpoint_io import make_checkpoint, remove_stale_temp_files, resume_task, write_checkpoint
+from helpers import make_task
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Path:
+    """A checkpoint folder from a real 2-epoch run with train and test checkpoints (phases 0..3)."""
+    make_task([CheckpointHook(str(tmp_path), phase_types=["train", "test"])]).run()
+    return tmp_path
+
+
+def test_a_folder_means_its_checkpoint_torch(folder: Path) -> None:
+    assert load_checkpoint(folder)["classy_state_dict"]["phase_idx"] == 3
+    assert load_checkpoint(str(folder / "checkpoint.torch"))["classy_state_dict"]["phase_idx"] == 3
+    assert list_checkpoints(str(folder)) == [str(folder / "checkpoint.torch")] + [
+        str(folder / f"model_phase-{i}_end.torch") for i in (3, 2, 1, 0)
+    ]
+
+
+def test_missing_checkpoint_names_the_file(tmp_path: Path) -> None:
+    with pytest.raises(CheckpointError, match=str(tmp_path / "checkpoint.torch")):
+        load_checkpoint(tmp_path)
+
+
+def _truncate(path: Path) -> None:
+    # A new inode: checkpoint.torch shares its inode with the newest per-phase file (a hard link).
+    data = path.read_bytes()
+    path.unlink()
+    path.write_bytes(data[: len(data) // 2])
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage", "empty"])
+def test_corrupt_checkpoint_is_a_clear_error_naming_the_file(folder: Path, damage: str) -> None:
+    latest = folder / "checkpoint.torch"
+    if damage == "truncate":
+        _truncate(latest)
+    else:
+        latest.unlink()
+        latest.write_bytes(b"" if damage == "empty" else b"not a checkpoint at all" * 10)
+    with pytest.raises(CheckpointError, match=rf"{latest}.*truncated or corrupt.*fallback=True"):
+        load_checkpoint(folder)
+
+
+def test_fallback_loads_the_newest_valid_checkpoint(folder: Path, caplog: pytest.LogCaptureFixture) -> None:
+    _truncate(folder / "checkpoint.torch")
+    _truncate(folder / "model_phase-3_end.torch")
+    with caplog.at_level(logging.WARNING):
+        checkpoint = load_checkpoint(folder, fallback=True)
+    assert checkpoint["classy_state_dict"]["phase_idx"] == 2
+    assert "model_phase-2_end.torch" in caplog.text and "checkpoint.torch" in caplog.text
+    # A damaged per-phase file given by name falls back within its folder too.
+    assert load_checkpoint(folder / "model_phase-3_end.torch", fallback=True)["classy_state_dict"]["phase_idx"] == 2
+
+
+def test_fallback_with_nothing_valid_is_an_error(folder: Path) -> None:
+    for path in folder.iterdir():
+        _truncate(path)
+    with pytest.raises(CheckpointError, match="No valid checkpoint to fall back to"):
+        load_checkpoint(folder, fallback=True)
+
+
+def test_files_that_are_not_checkpoints_are_rejected(tmp_path: Path) -> None:
+    torch.save([1, 2], tmp_path / "list.torch")
+    torch.save({"classy_state_dict": {}, "checkpoint_format_version": 99}, tmp_path / "future.torch")
+    with pytest.raises(CheckpointError, match="holds no 'classy_state_dict'"):
+        load_checkpoint(tmp_path / "list.torch")
+    with pytest.raises(CheckpointError, match="format version 99"):
+        load_checkpoint(tmp_path / "future.torch")
+
+
+def test_classy_vision_layout_without_version_loads(tmp_path: Path) -> None:
+    torch.save({"input_args": None, "classy_state_dict": {"phase_idx": 4}}, tmp_path / "checkpoint.torch")
+    assert load_checkpoint(tmp_path)["classy_state_dict"] == {"phase_idx": 4}
+
+
+def test_resume_task_restores_the_task(folder: Path) -> None:
+    task = make_task([CheckpointHook(str(folder / "again"))])
+    checkpoint = resume_task(task, folder)
+    assert task.phase_idx == 3 and checkpoint["classy_state_dict"]["phase_idx"] == 3
+    for key, value in checkpoint["classy_state_dict"]["base_model"].items():
+        assert torch.equal(task.base_model.state_dict()[key], value)
+
+
+def test_check_weights_only_accepts_what_torch_load_accepts(tmp_path: Path) -> None:
+    state = {
+        "t": torch.ones(2, dtype=torch.bfloat16),
+        "p": torch.nn.Parameter(torch.zeros(1)),
+        "od": OrderedDict(a=1),
+        3: [None, True, 1.5, "s", b"b", (1, 2), {4}, torch.Size([2]), torch.float16, torch.device("cpu")],
+    }
+    check_weights_only(state)
+    torch.save(state, tmp_path / "s.pt")
+    torch.load(tmp_path / "s.pt", weights_only=True)
+
+
+@pytest.mark.parametrize(
+    ("value", "where"),
+    [
+        ({"a": {"b": np.zeros(2)}}, r"\['a'\]\['b'\].*numpy"),
+        ({"a": [1, object()]}, r"\['a'\]\[1\]"),
+        ({(1, 2): 3}, r"key \(1, 2\)"),
+        ({"s": torch.zeros(1).as_subclass(torch.nn.Buffer)}, r"\['s'\].*tensor subclass"),
+    ],
+)
+def test_check_weights_only_names_the_offending_key(value: object, where: str, tmp_path: Path) -> None:
+    with pytest.raises(CheckpointError, match=where):
+        check_weights_only(value)
+    with pytest.raises(CheckpointError):
+        write_checkpoint(str(tmp_path), make_checkpoint({"x": value}))
+    assert os.listdir(tmp_path) == []
+
+
+def test_stale_temp_files_are_removed(tmp_path: Path) -> None:
+    (tmp_path / ".checkpoint.torch.abc.tmp").write_bytes(b"x")
+    (tmp_path / ".model_phase-3_end.torch.abc.tmp").write_bytes(b"x")
+    (tmp_path / "keep.tmp").write_bytes(b"x")
+    assert sorted(remove_stale_temp_files(str(tmp_path))) == [
+        ".checkpoint.torch.abc.tmp",
+        ".model_phase-3_end.torch.abc.tmp",
+    ]
+    assert os.listdir(tmp_path) == ["keep.tmp"]

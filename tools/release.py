@@ -46,8 +46,19 @@ from packaging.version import InvalidVersion, Version
 ROOT = Path(__file__).resolve().parents[1]
 ENTRY_POINT_GROUP = "classy_hooks.hooks"
 VERSION_RE = re.compile(r"""^__version__\s*=\s*["']([^"']+)["']\s*$""", re.MULTILINE)
-UNRELEASED_RE = re.compile(r"^##\s*\[?unreleased\]?\s*$", re.IGNORECASE | re.MULTILINE)
+UNRELEASED_RE = re.compile(r"^##[ \t]*\[?unreleased\]?[ \t]*$", re.IGNORECASE | re.MULTILINE)
 PARTS = ("major", "minor", "patch")
+
+
+class Req(Requirement):
+    """A requirement that remembers how pyproject.toml spells it (packaging reorders specifiers)."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self.text = text.strip()
+
+    def __str__(self) -> str:
+        return self.text
 
 
 class ReleaseError(Exception):
@@ -97,7 +108,7 @@ def _parse_requirements(where: str, items: object) -> list[Requirement]:
     out = []
     for item in items:
         try:
-            out.append(Requirement(str(item)))
+            out.append(Req(str(item)))
         except InvalidRequirement as exc:
             raise ReleaseError(f"{where}: invalid requirement {item!r}: {exc}") from exc
     return out

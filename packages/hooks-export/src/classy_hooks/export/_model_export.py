@@ -1,0 +1,349 @@
+"""What TorchscriptHook and TorchExportHook share: eval mode, example inputs, device moves, parity checks.
+
+Private module: the public API is the two hooks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import logging
+import os
+import re
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
+from typing import IO, Any, ClassVar
+
+import torch
+from torch import nn
+from torch.utils import _pytree as pytree
+
+from classy_hooks.core import ClassyHook, TaskContractError, is_primary
+from classy_hooks.core.files import atomic_write, ensure_writable_folder
+from classy_hooks.core.validation import check_str, config_error
+
+logger = logging.getLogger(__name__)
+
+#: The TorchScript deprecation notices of torch>=2.11 (e.g. "`torch.jit.trace` is deprecated. ...").
+JIT_DEPRECATION_MESSAGE = r".*torch\.jit\.\w+` is deprecated"
+
+#: Most samples of the last batch used as the example input (export cost stays small for big batches).
+MAX_EXAMPLE_SAMPLES = 16
+
+
+class ExportError(RuntimeError):
+    """The model could not be exported, or the exported file does not reproduce the eager model."""
+
+
+@contextlib.contextmanager
+def quiet_jit_deprecations() -> Iterator[None]:
+    """Hide only TorchScript's own deprecation notices, matched by message, around our jit calls.
+
+    The category is left open on purpose: torch 2.11-2.13 raise them as `DeprecationWarning`,
+    torch 2.14 as `FutureWarning`. Every other warning (e.g. a `TracerWarning`) still shows.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=JIT_DEPRECATION_MESSAGE)
+        yield
+
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Put every submodule in eval mode and restore each one's own `training` flag afterwards.
+
+    Restoring per module (not `model.train(previous)`) keeps deliberately frozen submodules
+    (e.g. a backbone in eval mode inside a training model) exactly as they were.
+    """
+    modes = [(module, module.training) for module in model.modules()]
+    model.eval()
+    try:
+        yield model
+    finally:
+        for module, training in modes:
+            module.training = training
+
+
+def check_device(hook: str, device: Any) -> str:
+    """Constructor check of a `device` argument: a string torch understands, e.g. "cpu" or "cuda:0"."""
+    check_str(hook, "device", device)
+    try:
+        torch.device(device)
+    except (RuntimeError, ValueError) as exc:
+        raise config_error(
+            hook, "device", f"is not a device torch knows ({exc})", 'Pass e.g. "cpu" or "cuda:0".'
+        ) from exc
+    return str(device)
+
+
+def check_device_available(hook: str, device: str) -> None:
+    """`on_start` check: the export device must exist on this machine."""
+    kind = torch.device(device).type
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise config_error(
+            hook,
+            "device",
+            f"is {device!r}, but CUDA is not available here",
+            'Pass device="cpu" or run on a GPU machine.',
+        )
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """The device of the model's first parameter or buffer (CPU for a model without tensors)."""
+    for tensor in (*model.parameters(), *model.buffers()):
+        return tensor.device
+    return torch.device("cpu")
+
+
+def same_device(a: torch.device, b: torch.device) -> bool:
+    if a.type != b.type:
+        return False
+    if a.type == "cuda":
+        return (a.index or torch.cuda.current_device()) == (b.index or torch.cuda.current_device())
+    return True
+
+
+def model_on_device(model: nn.Module, device: torch.device) -> nn.Module:
+    """The model itself when it already lives on `device`, else a copy moved there.
+
+    Exporting a copy keeps the task's model where it is: moving a traced or scripted module can
+    move the parameters it shares with the source model.
+    """
+    if same_device(model_device(model), device):
+        return model
+    return copy.deepcopy(model).to(device)
+
+
+def _input_key(model: nn.Module, hook: str) -> str | None:
+    key = getattr(model, "input_key", None)
+    if key is None or isinstance(key, str):
+        return key
+    raise ExportError(
+        f"{hook}: the model's input_key is {key!r}; only a single string key (or none) is supported. "
+        "Export a wrapper module that takes one tensor."
+    )
+
+
+def example_args(hook: str, task: Any, model: nn.Module, min_batch: int = 1) -> tuple[Any, ...]:
+    """Positional arguments for one forward of `model` on a real input.
+
+    Prefers the input of `task.last_batch` (real data with its real dtype, so models taking token
+    ids or uint8 images work), at most `MAX_EXAMPLE_SAMPLES` samples of it; falls back to a seeded
+    random batch of `model.input_shape`. With `model.input_key`, the tensor is passed as
+    `{input_key: tensor}`. The batch is repeated up to `min_batch` samples when needed.
+    """
+    key = _input_key(model, hook)
+    tensor: torch.Tensor | None = None
+    last_batch = getattr(task, "last_batch", None)
+    sample = getattr(last_batch, "sample", None) if last_batch is not None else None
+    if isinstance(sample, Mapping):
+        candidate = sample.get(key or "input")
+        if isinstance(candidate, torch.Tensor) and candidate.dim() >= 1 and candidate.shape[0] >= 1:
+            tensor = candidate.detach()[:MAX_EXAMPLE_SAMPLES]
+    if tensor is None:
+        shape = getattr(model, "input_shape", None)
+        if not (isinstance(shape, Sequence) and shape and all(isinstance(d, int) and d > 0 for d in shape)):
+            raise TaskContractError(
+                f"{hook}: no example input: task.last_batch has no input tensor and "
+                f"{type(model).__name__}.input_shape is {shape!r}. Set base_model.input_shape to the "
+                "per-sample shape (no batch dimension), e.g. (3, 224, 224), or export after a phase has run."
+            )
+        generator = torch.Generator().manual_seed(0)
+        tensor = torch.randn(max(4, min_batch), *shape, generator=generator)
+    if tensor.shape[0] < min_batch:
+        repeats = -(-min_batch // tensor.shape[0])
+        tensor = tensor.repeat(repeats, *([1] * (tensor.dim() - 1)))[:min_batch]
+    return ({key: tensor},) if key else (tensor,)
+
+
+def batch_slice(args: tuple[Any, ...], size: int) -> tuple[Any, ...]:
+    """The first `size` samples of every tensor in `args` (used for a second parity input)."""
+    return pytree.tree_map(lambda t: t[:size] if isinstance(t, torch.Tensor) else t, args)
+
+
+def batch_size(args: tuple[Any, ...]) -> int:
+    tensors = [t for t in pytree.tree_leaves(args) if isinstance(t, torch.Tensor)]
+    return int(tensors[0].shape[0]) if tensors else 0
+
+
+def to_device(tree: Any, device: torch.device) -> Any:
+    return pytree.tree_map(lambda t: t.to(device) if isinstance(t, torch.Tensor) else t, tree)
+
+
+def check_parity(hook: str, what: str, expected: Any, actual: Any, rtol: float, atol: float) -> float:
+    """Compare two model outputs (tensors or nested containers of them); return the largest absolute error.
+
+    Raises `ExportError` when the structures differ or a value is off by more than
+    `atol + rtol * |expected|`.
+    """
+    exp_leaves, exp_spec = pytree.tree_flatten(expected)
+    act_leaves, act_spec = pytree.tree_flatten(actual)
+    if exp_spec != act_spec or len(exp_leaves) != len(act_leaves):
+        raise ExportError(
+            f"{hook}: {what}: the exported model returns {act_spec}, the eager model {exp_spec}. "
+            "The export changed the output structure; trace with trace_strict=False or export a wrapper."
+        )
+    worst = 0.0
+    for index, (exp, act) in enumerate(zip(exp_leaves, act_leaves)):
+        if not isinstance(exp, torch.Tensor):
+            if exp != act:
+                raise ExportError(f"{hook}: {what}: output {index} is {act!r}, the eager model gives {exp!r}.")
+            continue
+        exp_cpu = exp.detach().cpu()
+        act_cpu = act.detach().cpu() if isinstance(act, torch.Tensor) else torch.as_tensor(act)
+        if exp_cpu.shape != act_cpu.shape:
+            raise ExportError(
+                f"{hook}: {what}: output {index} has shape {tuple(act_cpu.shape)}, "
+                f"the eager model's has {tuple(exp_cpu.shape)}."
+            )
+        if not exp_cpu.is_floating_point() and not exp_cpu.is_complex():
+            if not torch.equal(exp_cpu, act_cpu.to(exp_cpu.dtype)):
+                raise ExportError(f"{hook}: {what}: integer output {index} differs from the eager model's.")
+            continue
+        exp64, act64 = exp_cpu.double(), act_cpu.double()
+        error = (exp64 - act64).abs()
+        nan_mismatch = bool((exp64.isnan() != act64.isnan()).any())
+        error = torch.nan_to_num(error, nan=0.0)
+        limit = atol + rtol * exp64.abs().nan_to_num(nan=0.0)
+        worst = max(worst, float(error.max()) if error.numel() else 0.0)
+        if nan_mismatch or bool((error > limit).any()):
+            raise ExportError(
+                f"{hook}: {what}: output {index} differs from the eager model in eval mode by up to "
+                f"{float(error.max()):.3g} (tolerance atol={atol:g}, rtol={rtol:g}). Likely causes: "
+                "data-dependent control flow frozen by tracing (use use_trace=False or torch.export), "
+                "randomness in eval mode, or a model that reads global state. The file was not replaced."
+            )
+    return worst
+
+
+def describe_failure(exc: BaseException) -> str:
+    """The first meaningful line of an exporter's error, short enough for a one-line message."""
+    text = str(exc).strip() or type(exc).__name__
+    first = next((line.strip() for line in text.splitlines() if line.strip()), text)
+    first = re.sub(r"\s+", " ", first)
+    return f"{type(exc).__name__}: {first[:500]}"
+
+
+class ModelExportHookBase(ClassyHook):
+    """Shared `on_start` / `on_end` flow of the two export hooks (not registered itself).
+
+    `on_end`, on the primary rank only: put `task.base_model` in eval mode (restored afterwards),
+    compute the eager outputs on a real input, convert (`_convert`), write the file atomically,
+    load it back from the temporary file and compare its outputs with the eager ones. Only a
+    file that passed the comparison replaces `<folder>/<file_name>`; otherwise `ExportError`.
+    """
+
+    task_attributes = ("base_model",)
+    file_name: ClassVar[str] = ""
+    #: Parity tolerance: |exported - eager| <= atol + rtol * |eager| for every output value.
+    parity_rtol: float = 1e-3
+    parity_atol: float = 1e-4
+
+    def __init__(self, folder: str, folder_arg: str, device: str) -> None:
+        super().__init__()
+        self.folder = check_str(self.name(), folder_arg, folder)
+        self._folder_arg = folder_arg
+        self.device = check_device(self.name(), device)
+        self.output_path = os.path.join(folder, self.file_name)
+
+    on_phase_start = ClassyHook._noop
+    on_step = ClassyHook._noop
+    on_phase_end = ClassyHook._noop
+
+    def on_start(self, task: Any) -> None:
+        """Primary rank: check `task.base_model`, the folder (created if missing, writable) and the device."""
+        if not is_primary():
+            return
+        self.check_task(task)
+        ensure_writable_folder(self.name(), self._folder_arg, self.folder)
+        check_device_available(self.name(), self.device)
+
+    # ---- what each exporter provides ---------------------------------------------------------
+
+    def _min_batch(self) -> int:
+        return 1
+
+    def _convert(self, model: nn.Module, args: tuple[Any, ...]) -> Any:
+        raise NotImplementedError
+
+    def _save(self, exported: Any, handle: IO[bytes]) -> None:
+        raise NotImplementedError
+
+    def _load(self, handle: IO[bytes], device: torch.device) -> Any:
+        """Load the file back; return a callable module."""
+        raise NotImplementedError
+
+    def _accepts_other_batch_sizes(self, exported: Any) -> bool:
+        return True
+
+    def _describe(self, exported: Any) -> str:
+        return ""
+
+    # ---- the shared flow ---------------------------------------------------------------------
+
+    def _run_loaded(self, loaded: Any, args: tuple[Any, ...], size: int) -> Any:
+        try:
+            return loaded(*args)
+        except Exception as exc:
+            raise ExportError(
+                f"{self.name()}: the reloaded {self.file_name} fails on a batch of {size}: {describe_failure(exc)}. "
+                "The file was not replaced."
+            ) from exc
+
+    def on_end(self, task: Any) -> None:
+        """Primary rank: export `task.base_model`, verify the file, then move it into place."""
+        if not is_primary():
+            return
+        model: nn.Module = task.base_model
+        target = torch.device(self.device)
+        hook = self.name()
+        with eval_mode(model):
+            args = example_args(hook, task, model, self._min_batch())
+            with torch.no_grad():
+                source = model_device(model)
+                expected = model(*to_device(args, source))
+                size = batch_size(args)
+            export_model = model_on_device(model, target)
+            target_args = to_device(args, target)
+            exported = self._convert(export_model, target_args)
+            half, expected_half = None, None
+            if size > 1 and self._accepts_other_batch_sizes(exported):
+                half = batch_slice(args, max(1, size // 2))
+                try:
+                    with torch.no_grad():
+                        expected_half = model(*to_device(half, source))
+                except Exception:  # the eager model itself needs its batch size: skip the second input
+                    half = None
+            worst = 0.0
+            with atomic_write(self.output_path, "w+b") as handle:
+                self._save(exported, handle)
+                handle.flush()
+                handle.seek(0)
+                loaded = self._load(handle, target)
+                with torch.no_grad():
+                    actual = self._run_loaded(loaded, target_args, size)
+                    worst = check_parity(
+                        hook, f"on {size} sample(s)", expected, actual, self.parity_rtol, self.parity_atol
+                    )
+                    if half is not None:
+                        half_size = batch_size(half)
+                        actual_half = self._run_loaded(loaded, to_device(half, target), half_size)
+                        worst = max(
+                            worst,
+                            check_parity(
+                                hook,
+                                f"on a batch of {half_size}",
+                                expected_half,
+                                actual_half,
+                                self.parity_rtol,
+                                self.parity_atol,
+                            ),
+                        )
+        logging.getLogger(type(self).__module__).info(
+            "%s: wrote %s (%s, eval mode, device %s%s); reloaded output matches the eager model (max abs error %.2g).",
+            hook,
+            self.output_path,
+            type(model).__name__,
+            self.device,
+            self._describe(exported),
+            worst,
+        )

@@ -1,0 +1,191 @@
+"""Behaviour shared by TorchscriptHook and TorchExportHook: eval mode, parity, atomic writes, inputs, on_start."""
+
+from __future__ import annotations
+
+import copy
+import os
+import warnings
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+import torch
+from export_models import BatchBranch, CallCounter, FrozenBackbone
+from torch import nn
+
+from classy_hooks.core import HookConfigError, TaskContractError
+from classy_hooks.export import ExportError, TorchExportHook, TorchscriptHook
+from helpers import make_task
+from reference_trainer.task import ReferenceTask
+
+HookFactory = Callable[[Path], Any]
+
+
+def load_exported(path: str) -> Callable[..., Any]:
+    if path.endswith(".pt2"):
+        return torch.export.load(path).module()
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*torch\.jit\.\w+` is deprecated")
+        return torch.jit.load(path)
+
+
+HOOKS = {
+    "torchscript": lambda folder: TorchscriptHook(str(folder)),
+    "torch_export": lambda folder: TorchExportHook(str(folder)),
+}
+
+
+@pytest.fixture(params=sorted(HOOKS))
+def hook_factory(request: pytest.FixtureRequest) -> HookFactory:
+    return HOOKS[request.param]
+
+
+def bare_task(model: nn.Module) -> ReferenceTask:
+    """A reference task that has not run (no last batch) holding `model`."""
+    task = make_task()
+    task.base_model = model
+    return task
+
+
+def test_export_after_train_phase_is_eval_mode_and_restores_train_mode(tmp_path: Path, hook_factory: HookFactory):
+    """The last phase is a train phase (dropout on, BN on batch stats): the file must hold the eval model."""
+    hook = hook_factory(tmp_path / "export")
+    task = make_task([hook], num_epochs=1, test_phase_period=0)
+    task.run()
+    model = task.base_model
+    assert task.train and model.training
+    assert all(m.training for m in model.modules()), "every module's train mode must be restored"
+    stats = {k: v.clone() for k, v in model.state_dict().items() if "running" in k}
+    hook.on_end(task)  # exporting again must not touch the BN statistics (no forward in train mode)
+    for key, value in stats.items():
+        assert torch.equal(model.state_dict()[key], value), key
+
+    exported = load_exported(hook.output_path)
+    x = torch.randn(6, *model.input_shape, generator=torch.Generator().manual_seed(1))
+    train_copy = copy.deepcopy(model)
+    with torch.no_grad():
+        out = exported(x)
+        model.eval()
+        eval_out = model(x)
+        train_out = train_copy(x)
+    torch.testing.assert_close(out, eval_out, rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(out, train_out, atol=1e-3), "the export must not bake in train mode"
+
+
+def test_each_module_keeps_its_own_mode(tmp_path: Path, hook_factory: HookFactory):
+    model = FrozenBackbone()
+    model.train()
+    model.backbone.eval()  # frozen backbone inside a training model
+    hook = hook_factory(tmp_path)
+    task = bare_task(model)
+    hook.on_start(task)
+    hook.on_end(task)
+    assert model.training and model.head.training and model.head[0].training
+    assert not model.backbone.training and not model.backbone[1].training
+    x = torch.randn(5, 3, 8, 8)
+    model.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(load_exported(hook.output_path)(x), model(x), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")
+@pytest.mark.parametrize(
+    ("name", "model_cls"),
+    # Tracing's own sanity check already catches CallCounter; BatchBranch passes it (same input)
+    # and only the hook's second parity input (half the batch) shows the frozen branch.
+    [("torchscript", BatchBranch), ("torch_export", CallCounter)],
+)
+def test_parity_failure_keeps_previous_file_and_leaves_no_temp(tmp_path: Path, name: str, model_cls: type):
+    """A file whose outputs differ from the eager model never replaces the existing one."""
+    hook = HOOKS[name](tmp_path)
+    os.makedirs(tmp_path, exist_ok=True)
+    Path(hook.output_path).write_bytes(b"previous good export")
+    task = bare_task(model_cls())
+    hook.on_start(task)
+    with pytest.raises(ExportError, match=r"differs from the eager model.*The file was not replaced"):
+        hook.on_end(task)
+    assert Path(hook.output_path).read_bytes() == b"previous good export"
+    assert sorted(os.listdir(tmp_path)) == [os.path.basename(hook.output_path)]
+
+
+def test_example_input_from_last_batch_keeps_dtype(tmp_path: Path, hook_factory: HookFactory):
+    """The last batch is the example input: an embedding model gets integer token ids, not randn."""
+
+    class Tokens(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.embed = nn.Embedding(10, 4)
+            self.head = nn.Linear(4, 2)
+
+        def forward(self, ids: torch.Tensor) -> torch.Tensor:
+            return self.head(self.embed(ids).mean(1))
+
+    task = make_task()
+    task.base_model = Tokens()
+    ids = torch.randint(0, 10, (3, 5))
+    from classy_hooks.core import LastBatch
+
+    task.last_batch = LastBatch(None, None, None, {"input": ids, "target": torch.zeros(3)}, {})
+    hook = hook_factory(tmp_path)
+    hook.on_start(task)
+    hook.on_end(task)
+    with torch.no_grad():
+        torch.testing.assert_close(load_exported(hook.output_path)(ids), task.base_model(ids))
+
+
+def test_input_key_passes_a_dict(tmp_path: Path, hook_factory: HookFactory):
+    class KeyedModel(nn.Module):
+        input_key = "image"
+        input_shape = (4,)
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.linear = nn.Linear(4, 2)
+
+        def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+            return self.linear(batch["image"])
+
+    hook = hook_factory(tmp_path)
+    task = bare_task(KeyedModel())
+    hook.on_start(task)
+    hook.on_end(task)
+    x = torch.randn(3, 4)
+    with torch.no_grad():
+        torch.testing.assert_close(load_exported(hook.output_path)({"image": x}), task.base_model({"image": x}))
+
+
+def test_no_input_shape_and_no_batch_is_a_clear_error(tmp_path: Path, hook_factory: HookFactory):
+    hook = hook_factory(tmp_path)
+    task = bare_task(nn.Linear(4, 2))
+    hook.on_start(task)
+    with pytest.raises(TaskContractError, match=r"input_shape.*per-sample shape"):
+        hook.on_end(task)
+    assert not os.path.exists(hook.output_path)
+
+
+def test_on_start_creates_folder_and_rejects_a_file(tmp_path: Path, hook_factory: HookFactory):
+    folder = tmp_path / "a" / "b"
+    hook = hook_factory(folder)
+    assert not folder.exists(), "the constructor must not touch the disk"
+    hook.on_start(make_task())
+    assert folder.is_dir()
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(HookConfigError, match=r"is a file, not a folder"):
+        hook_factory(blocker).on_start(make_task())
+
+
+def test_on_start_requires_base_model(tmp_path: Path, hook_factory: HookFactory):
+    class NoModel:
+        last_batch = None
+
+    with pytest.raises(TaskContractError, match=r"base_model"):
+        hook_factory(tmp_path).on_start(NoModel())
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on a machine without CUDA")
+@pytest.mark.parametrize("cls", [TorchscriptHook, TorchExportHook])
+def test_unavailable_cuda_device_fails_in_on_start(tmp_path: Path, cls: type):
+    hook = cls(str(tmp_path), device="cuda")
+    with pytest.raises(HookConfigError, match=r"argument 'device'.*CUDA is not available"):
+        hook.on_start(make_task())

@@ -180,6 +180,30 @@ class WheelEnv:
             for name, where in seen.items()
         }
 
+    def requirements(self) -> dict[str, list[str]]:
+        code = (
+            "import importlib.metadata as m, json; print(json.dumps("
+            "{d.metadata['Name']: d.requires or [] for d in m.distributions()}))"
+        )
+        return {canonicalize_name(k): v for k, v in json.loads(self.python_run("-c", code).stdout).items()}
+
+    def not_required(self, *install_line: str) -> set[str]:
+        """Distributions in the venv that nothing on the install line requires, even transitively."""
+        requires = self.requirements()
+        todo = [Requirement(r) for r in install_line]
+        reached: set[tuple[str, frozenset[str]]] = set()
+        while todo:
+            req = todo.pop()
+            key = (canonicalize_name(req.name), frozenset(req.extras))
+            if key in reached:
+                continue
+            reached.add(key)
+            for line in requires.get(key[0], []):
+                sub = Requirement(line)
+                if sub.marker is None or any(sub.marker.evaluate({"extra": e}) for e in {"", *req.extras}):
+                    todo.append(Requirement(str(sub).split(";")[0]))
+        return set(requires) - {name for name, _ in reached}
+
     def required_by(self, name: str) -> set[str]:
         """Distributions in the venv whose (non-extra) requirements name `name`."""
         code = (
@@ -409,6 +433,7 @@ def test_core_alone_has_zero_dependencies_and_never_imports_torch(
     env.check()
     installed = _report("pip install classy-hooks-core", env)
     assert installed == {"classy-hooks-core": "venv"}
+    assert env.not_required("classy-hooks-core") == set()
     out = env.python_run(
         "-c",
         "import sys, json, importlib.metadata as m; import classy_hooks.core as c; "
@@ -440,6 +465,7 @@ def test_core_and_model_install_no_logging_stack_and_every_model_hook_trains(
     installed = _report("pip install classy-hooks-core classy-hooks-model", env)
     assert {"classy-hooks-core", "classy-hooks-model", "torch", "fvcore"} <= set(installed)
     assert not set(installed) & {"tensorboardx", "visdom", "tensorboard", "classy-hooks-logging"}
+    assert env.not_required("classy-hooks-core", "classy-hooks-model") == set()
     # tqdm is present, and only because fvcore (and its iopath) require it; the model package does not.
     model_requires = {canonicalize_name(Requirement(r).name) for r in md.requires("classy-hooks-model") or []}
     assert "tqdm" not in model_requires
@@ -469,6 +495,7 @@ def test_logging_without_extras_imports_and_names_each_extra_then_tensorboard_ex
     installed = _report("pip install classy-hooks-logging", env)
     assert {"classy-hooks-core", "classy-hooks-logging", "torch", "tqdm"} <= set(installed)
     assert not set(installed) & {"tensorboardx", "visdom", "fvcore", "tensorboard", "numpy", "classy-hooks-model"}
+    assert env.not_required("classy-hooks-logging") == set()
     env.python_run("-c", "import classy_hooks.logging")
 
     declared = _entry_points(env, "classy-hooks-logging")
@@ -503,7 +530,8 @@ def test_logging_without_extras_imports_and_names_each_extra_then_tensorboard_ex
     env.check()
     installed = _report("pip install 'classy-hooks-logging[tensorboard]'", env)
     assert "tensorboardx" in installed
-    assert not set(installed) & {"visdom", "fvcore", "tensorboard"}
+    assert not set(installed) & {"visdom", "fvcore", "scipy", "classy-hooks-model"}
+    assert env.not_required("classy-hooks-logging[tensorboard]") == set()
     if "tensorboard_plot" not in extra_hooks:
         pytest.skip("classy-hooks-logging does not declare tensorboard_plot yet")
     result = _run_plain_loop(env, [configs["tensorboard_plot"]], tmp_path / "run")

@@ -157,7 +157,8 @@ def example_args(hook: str, task: Any, model: nn.Module, min_batch: int = 1) -> 
 
 def batch_slice(args: tuple[Any, ...], size: int) -> tuple[Any, ...]:
     """The first `size` samples of every tensor in `args` (used for a second parity input)."""
-    return pytree.tree_map(lambda t: t[:size] if isinstance(t, torch.Tensor) else t, args)
+    sliced: tuple[Any, ...] = pytree.tree_map(lambda t: t[:size] if isinstance(t, torch.Tensor) else t, args)
+    return sliced
 
 
 def batch_size(args: tuple[Any, ...]) -> int:

@@ -6,6 +6,7 @@ from typing import IO, Any
 
 import torch
 from torch import nn
+from torch.jit._trace import TracingCheckError
 
 from classy_hooks.core import register_hook
 from classy_hooks.core.validation import check_bool
@@ -60,13 +61,13 @@ class TorchscriptHook(ModelExportHookBase):
         try:
             with quiet_jit_deprecations(), torch.no_grad():
                 if self.use_trace:
-                    return torch.jit.trace(model, args, strict=self.trace_strict)
+                    return torch.jit.trace(model, args, strict=self.trace_strict)  # type: ignore[no-untyped-call]
                 return torch.jit.script(model)
         except Exception as exc:
             fix = (
                 "The traced graph does not reproduce the model on the same input (randomness or Python "
                 "state in forward); make forward deterministic in eval mode, or pass use_trace=False."
-                if isinstance(exc, torch.jit.TracingCheckError)
+                if isinstance(exc, TracingCheckError)
                 else "If the model returns lists or dicts, pass trace_strict=False; if its control flow depends "
                 "on the data, pass use_trace=False (scripting) or use the torch_export hook."
                 if self.use_trace
@@ -83,7 +84,7 @@ class TorchscriptHook(ModelExportHookBase):
 
     def _load(self, handle: IO[bytes], device: torch.device) -> Any:
         with quiet_jit_deprecations():
-            return torch.jit.load(handle, map_location=device)
+            return torch.jit.load(handle, map_location=device)  # type: ignore[no-untyped-call]
 
     def _describe(self, exported: Any) -> str:
         return f", {'traced' if self.use_trace else 'scripted'}"

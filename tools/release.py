@@ -105,7 +105,7 @@ def tag_name(dist: str, version: Version | str) -> str:
 def _parse_requirements(where: str, items: object) -> list[Requirement]:
     if not isinstance(items, list):
         raise ReleaseError(f"{where}: expected a list of requirement strings")
-    out = []
+    out: list[Requirement] = []
     for item in items:
         try:
             out.append(Req(str(item)))
@@ -167,7 +167,7 @@ def load_packages(root: Path) -> dict[str, Package]:
     folders = sorted(p.parent for p in (root / "packages").glob("*/pyproject.toml"))
     if not folders:
         raise ReleaseError(f"no packages/*/pyproject.toml under {root}")
-    packages = {}
+    packages: dict[str, Package] = {}
     for folder in folders:
         pkg = load_package(folder)
         packages[canonicalize_name(pkg.dist)] = pkg
@@ -431,6 +431,7 @@ def _check_metadata(pkg: Package, meta: email.message.Message, version: Version,
     got_extras = {canonicalize_name(e) for e in meta.get_all("Provides-Extra") or []}
     if got_extras != want_extras:
         problems.append(f"{what}: Provides-Extra is {sorted(got_extras)}, expected {sorted(want_extras)}")
+    want_reqs: set[tuple[str | None, tuple[str, tuple[str, ...], str, str]]]
     want_reqs = {(None, _req_key(r)) for r in pkg.dependencies}
     want_reqs |= {(canonicalize_name(e), _req_key(r)) for e in pkg.extras for r in _expanded_extra(pkg, e)}
     got_reqs = set()
@@ -618,10 +619,8 @@ def cmd_bump(root: Path, name: str, how: str, *, dry_run: bool, outdir: Path | N
             f"in each sibling's pyproject.toml (e.g. '{pkg.dist}>={new.major}.{new.minor},<"
             f"{new.major}.{new.minor + 1}' once it works with {new}) and release those siblings too."
         )
-    if released_versions(root, pkg.dist) and tag_name(pkg.dist, new) in {
-        tag_name(pkg.dist, v) for v in released_versions(root, pkg.dist)
-    }:
-        raise ReleaseError(f"tag {tag_name(pkg.dist, new)} already exists")
+    if new in released_versions(root, pkg.dist):
+        raise ReleaseError(f"tag {tag_name(pkg.dist, new)} already exists: {pkg.dist} {new} was released before")
     new_changelog = rolled_changelog(pkg.changelog.read_text(), new, date, pkg.changelog)
 
     if dry_run:

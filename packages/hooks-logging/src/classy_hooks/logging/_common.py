@@ -1,0 +1,193 @@
+"""Helpers shared by the logging hooks: readable numbers, TensorBoard tags, example inputs, writer kwargs."""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+import math
+import re
+import time
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from classy_hooks.core.validation import check_plain_data, config_error
+
+DISTRIBUTION = "classy-hooks-logging"
+
+_TAG_BAD_CHARS = re.compile(r"[^A-Za-z0-9_.\-/]")
+
+
+def clean_tag(text: str) -> str:
+    """A tag TensorBoard accepts as is (letters, digits, `_ . - /`), so it never logs 'illegal name'."""
+    cleaned = _TAG_BAD_CHARS.sub("_", str(text)).strip("/")
+    return cleaned or "_"
+
+
+def format_number(value: float) -> str:
+    """Four significant digits; small values stay visible (1e-05, not 0.0000)."""
+    if not math.isfinite(value):
+        return str(value)
+    return f"{value:.4g}"
+
+
+def learning_rates(task: Any) -> list[float]:
+    """The learning rate of every param group of `task.optimizer` (empty without an optimizer)."""
+    optimizer = getattr(task, "optimizer", None)
+    groups = getattr(optimizer, "param_groups", None)
+    if not groups:
+        return []
+    return [float(group["lr"]) for group in groups if "lr" in group]
+
+
+def as_float(value: Any) -> float | None:
+    """A plain float for numbers and one-element tensors; None for anything else."""
+    if isinstance(value, bool):
+        return float(value)
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
+        return float(value.item())
+    return None
+
+
+def mean_loss(losses: Sequence[Any]) -> float | None:
+    """Mean of a phase's synced losses (floats or 0-dim tensors); None when the list is empty."""
+    if not losses:
+        return None
+    first = losses[0]
+    if isinstance(first, torch.Tensor):
+        return float(torch.stack([torch.as_tensor(x, dtype=torch.float64) for x in losses]).mean().item())
+    return math.fsum(float(x) for x in losses) / len(losses)
+
+
+def meter_values(meter: Any) -> dict[str, float]:
+    """The numeric entries of `meter.value` (a dict, or a single number stored under 'value')."""
+    value = meter.value
+    items = value.items() if isinstance(value, Mapping) else [("value", value)]
+    out: dict[str, float] = {}
+    for key, item in items:
+        number = as_float(item)
+        if number is not None:
+            out[str(key)] = number
+    return out
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """Device of the model's first parameter or buffer (CPU for a model with neither)."""
+    for tensor in model.parameters():
+        return tensor.device
+    for tensor in model.buffers():
+        return tensor.device
+    return torch.device("cpu")
+
+
+def has_input_shape(model: nn.Module) -> bool:
+    return getattr(model, "input_shape", None) is not None
+
+
+def input_from_shape(model: nn.Module, batch_size: int = 1) -> tuple[Any, ...]:
+    """Positional args of zeros built from `model.input_shape` (per-sample shape, no batch dim).
+
+    `input_shape` is a sequence of ints (one tensor) or a sequence of such sequences (one tensor
+    each); with `model.input_key` (a string) the single tensor is passed as `{input_key: tensor}`.
+    """
+    shape = model.input_shape
+    device = model_device(model)
+    if isinstance(shape, Sequence) and shape and all(isinstance(s, int) for s in shape):
+        tensors: list[torch.Tensor] = [torch.zeros(batch_size, *shape, device=device)]
+    elif isinstance(shape, Sequence) and shape and all(isinstance(s, Sequence) for s in shape):
+        tensors = [torch.zeros(batch_size, *s, device=device) for s in shape]
+    else:
+        raise ValueError(f"base_model.input_shape must be a sequence of ints or of int sequences, got {shape!r}")
+    key = getattr(model, "input_key", None)
+    if isinstance(key, str) and len(tensors) == 1:
+        return ({key: tensors[0]},)
+    return tuple(tensors)
+
+
+def input_from_batch(task: Any, batch_size: int | None = 1) -> tuple[Any, ...] | None:
+    """Positional args taken from `task.last_batch.sample["input"]` (first `batch_size` samples)."""
+    last_batch = getattr(task, "last_batch", None)
+    sample = getattr(last_batch, "sample", None)
+    if not isinstance(sample, Mapping) or "input" not in sample:
+        return None
+    value = sample["input"]
+    if isinstance(value, torch.Tensor):
+        return (value[:batch_size].detach() if batch_size is not None else value.detach(),)
+    return (value,)
+
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Put every module in eval mode and give each one its own previous mode back afterwards."""
+    modes = [(module, module.training) for module in model.modules()]
+    model.eval()
+    try:
+        yield model
+    finally:
+        for module, mode in modes:
+            module.training = mode
+
+
+@contextlib.contextmanager
+def quiet_jit_deprecations() -> Iterator[None]:
+    """Silence only torch>=2.11's "`torch.jit.*` is deprecated" notices (fvcore and add_graph trace)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*torch\.jit\.\w+` is deprecated")
+        yield
+
+
+#: Keyword arguments tensorboardX's SummaryWriter accepts (checked before anything is created).
+SUMMARY_WRITER_KEYS = (
+    "logdir",
+    "log_dir",
+    "comment",
+    "purge_step",
+    "max_queue",
+    "flush_secs",
+    "filename_suffix",
+    "write_to_disk",
+)
+
+
+def check_summary_writer_kwargs(hook: str, kwargs: Any) -> dict[str, Any]:
+    """Validate the `summary_writer` config entry: a dict of tensorboardX SummaryWriter arguments."""
+    if not isinstance(kwargs, Mapping):
+        raise config_error(
+            hook,
+            "summary_writer",
+            f"must be a dict of SummaryWriter arguments, got {kwargs!r}",
+            'Pass e.g. {"logdir": "runs/exp1/tensorboard"}.',
+        )
+    check_plain_data(hook, "summary_writer", dict(kwargs))
+    for key in kwargs:
+        if key not in SUMMARY_WRITER_KEYS:
+            close = difflib.get_close_matches(str(key), SUMMARY_WRITER_KEYS, n=1)
+            hint = f" Did you mean '{close[0]}'?" if close else ""
+            raise config_error(
+                hook,
+                "summary_writer",
+                f"has unknown key '{key}'",
+                f"tensorboardX SummaryWriter accepts {list(SUMMARY_WRITER_KEYS)}.{hint}",
+            )
+    return dict(kwargs)
+
+
+def unique_suffix(hook: str) -> str:
+    """An event-file name suffix that keeps files apart and in creation order.
+
+    tensorboardX names files `events.out.tfevents.<seconds>.<host><suffix>` and opens them with
+    "wb": two writers opened on one folder in the same second (two hooks, or a quick restart)
+    would truncate each other. The nanoseconds within the second keep the names distinct and
+    sorted, which matters because readers replay the files of a folder in name order.
+    """
+    return f".{time.time_ns() % 1_000_000_000:09d}.{hook}"
+
+
+def writer_logdir(kwargs: Mapping[str, Any]) -> str | None:
+    value = kwargs.get("logdir", kwargs.get("log_dir"))
+    return None if value is None else str(value)

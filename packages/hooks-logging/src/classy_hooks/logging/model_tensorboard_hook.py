@@ -1,0 +1,157 @@
+"""ModelTensorboardHook: the graph of `base_model` in TensorBoard."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+
+from classy_hooks.core import ClassyHook, is_primary, register_hook
+from classy_hooks.core.files import ensure_writable_folder
+from classy_hooks.core.optional import import_extra
+from classy_hooks.core.validation import config_error
+from classy_hooks.logging._common import (
+    DISTRIBUTION,
+    check_summary_writer_kwargs,
+    eval_mode,
+    has_input_shape,
+    input_from_batch,
+    input_from_shape,
+    quiet_jit_deprecations,
+    unique_suffix,
+    writer_logdir,
+)
+
+logger = logging.getLogger(__name__)
+
+
+@register_hook("model_tensorboard")
+class ModelTensorboardHook(ClassyHook):
+    """Write the graph of `task.base_model` to TensorBoard once per run (primary rank only).
+
+    When it acts:
+
+    - `on_start` (primary): creates the writer from the `summary_writer` kwargs when built by
+      `from_config` (its own file in the log folder). If `base_model.input_shape` is set, traces
+      the model on a batch of one zero sample built from it (with `input_key` when the model
+      has one) and writes the graph.
+    - `on_step` (primary, first step only, when there was no `input_shape`): traces the model on
+      the first sample of `task.last_batch.sample["input"]` instead.
+
+    The model is traced in eval mode under `torch.no_grad()`, and every module gets its own
+    mode back afterwards. A model that cannot be traced (dict outputs, data-dependent control
+    flow, ...) costs a warning, never the run. The writer is flushed, and closed if the hook
+    created it. Tracing uses `torch.jit.trace` (through tensorboardX, which needs the
+    `tensorboard` package for the graph protos).
+
+    What it reads: `task.base_model` (and its optional `input_shape`, `input_key`) and
+    `task.last_batch.sample["input"]`.
+    """
+
+    task_attributes = ("base_model", "last_batch")
+
+    def __init__(self, tb_writer: Any) -> None:
+        super().__init__()
+        import_extra("tensorboardX", self.name(), DISTRIBUTION, "tensorboard")
+        import_extra("tensorboard", self.name(), DISTRIBUTION, "tensorboard")
+        if tb_writer is not None and not callable(getattr(tb_writer, "add_graph", None)):
+            raise config_error(
+                self.name(),
+                "tb_writer",
+                f"must be a SummaryWriter (or None on non-primary ranks), got {type(tb_writer).__name__}",
+                "Pass tensorboardX.SummaryWriter(logdir), or build the hook from a config with 'summary_writer'.",
+            )
+        self.tb_writer = tb_writer
+        self._writer_kwargs: dict[str, Any] | None = None
+        self._owns_writer = False
+        self._pending = False
+        self.graph_written = False
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> ModelTensorboardHook:
+        """Build from `{"summary_writer": {SummaryWriter kwargs}}`; the writer is created in `on_start`."""
+        from classy_hooks.core.config import check_config_keys
+
+        check_config_keys(cls.name(), config, {"summary_writer"}, set())
+        kwargs = check_summary_writer_kwargs(cls.name(), config["summary_writer"])
+        hook = cls(tb_writer=None)
+        hook._writer_kwargs = kwargs
+        return hook
+
+    def on_start(self, task: Any) -> None:
+        self.check_task(task)
+        if not is_primary():
+            return
+        if self.tb_writer is None and self._writer_kwargs is not None:
+            self.tb_writer = self._create_writer()
+            self._owns_writer = True
+        if self.tb_writer is None:
+            logger.warning("%s: no tb_writer on the primary rank, so no graph will be written.", self.name())
+            return
+        if has_input_shape(task.base_model):
+            try:
+                inputs = input_from_shape(task.base_model)
+            except ValueError as exc:
+                logger.warning("%s: cannot build an input (%s); no graph written.", self.name(), exc)
+                self._finish()
+                return
+            self._plot(task.base_model, inputs)
+        else:
+            self._pending = True
+
+    on_phase_start = ClassyHook._noop
+
+    def on_step(self, task: Any) -> None:
+        if not self._pending:
+            return
+        self._pending = False
+        inputs = input_from_batch(task, batch_size=1)
+        if inputs is None:
+            logger.warning(
+                "%s: base_model has no input_shape and the batch has no 'input'; no graph written.", self.name()
+            )
+            self._finish()
+            return
+        self._plot(task.base_model, inputs)
+
+    on_phase_end = ClassyHook._noop
+
+    def on_end(self, task: Any) -> None:
+        self._finish()
+
+    def _plot(self, model: torch.nn.Module, inputs: tuple[Any, ...]) -> None:
+        assert self.tb_writer is not None
+        try:
+            with eval_mode(model), torch.no_grad(), quiet_jit_deprecations():
+                self.tb_writer.add_graph(model, inputs if len(inputs) > 1 else inputs[0])
+            self.graph_written = True
+            logger.info("%s: wrote the graph of %s.", self.name(), type(model).__name__)
+        except Exception as exc:  # any tracing failure must not stop training
+            logger.warning(
+                "%s: could not trace %s for its graph (%s: %s); training continues without it.",
+                self.name(),
+                type(model).__name__,
+                type(exc).__name__,
+                str(exc).splitlines()[0] if str(exc) else "",
+            )
+        self._finish()
+
+    def _finish(self) -> None:
+        if self.tb_writer is None:
+            return
+        self.tb_writer.flush()
+        if self._owns_writer:
+            self.tb_writer.close()
+            self.tb_writer = None
+            self._owns_writer = False
+
+    def _create_writer(self) -> Any:
+        tensorboardx = import_extra("tensorboardX", self.name(), DISTRIBUTION, "tensorboard")
+        kwargs = dict(self._writer_kwargs or {})
+        logdir = writer_logdir(kwargs)
+        if logdir is not None:
+            ensure_writable_folder(self.name(), "summary_writer", logdir)
+        kwargs.setdefault("filename_suffix", unique_suffix(self.name()))
+        return tensorboardx.SummaryWriter(**kwargs)

@@ -1,0 +1,154 @@
+"""ProfilerHook: `torch.profiler` over the forward and backward pass of one batch, as a table in the log."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+
+from classy_hooks.core import ClassyHook, is_primary, register_hook
+from classy_hooks.logging._common import has_input_shape, input_from_batch, input_from_shape
+
+logger = logging.getLogger(__name__)
+
+#: Rows of the per-operator table (sorted by self CPU time, or self CUDA time on GPUs).
+ROW_LIMIT = 25
+
+
+def _tensors(value: Any) -> Iterator[torch.Tensor]:
+    if isinstance(value, torch.Tensor):
+        yield value
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _tensors(item)
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            yield from _tensors(item)
+
+
+@register_hook("profiler")
+class ProfilerHook(ClassyHook):
+    """Profile one training-mode forward and backward pass of `task.base_model` (primary rank only).
+
+    When it acts:
+
+    - `on_start` (primary): if `base_model.input_shape` is set, profiles a zero batch of
+      `task.get_batchsize_per_replica()` samples built from it.
+    - `on_step` (primary, first step only, when there was no `input_shape`): profiles the batch in
+      `task.last_batch.sample["input"]` instead.
+
+    One untimed warm-up pass runs first, then one pass (forward, then backward of the sum of the
+    outputs) under `torch.profiler.profile` with the CPU activity (and CUDA when available). A
+    per-operator table sorted by self time goes to the log; `table` keeps it and `profile` the
+    profiler object. The pass leaves no trace on training: gradients, buffers (BatchNorm
+    statistics), the RNG state and every module's train/eval mode are restored afterwards. The
+    unwrapped `base_model` is used, so no DDP collective runs on one rank only. A failure costs a
+    warning, not the run.
+
+    What it reads: `task.base_model` (and its optional `input_shape`, `input_key`),
+    `task.get_batchsize_per_replica()`, `task.last_batch.sample["input"]`, optional `task.use_gpu`.
+    """
+
+    task_attributes = ("base_model", "last_batch", "get_batchsize_per_replica")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.table: str | None = None
+        self.profile: Any = None
+        self._pending = False
+
+    def on_start(self, task: Any) -> None:
+        self.check_task(task)
+        if not is_primary():
+            return
+        model = task.base_model
+        if has_input_shape(model):
+            try:
+                inputs = input_from_shape(model, batch_size=int(task.get_batchsize_per_replica()))
+            except ValueError as exc:
+                logger.warning("%s: %s; not profiling.", self.name(), exc)
+                return
+            self.run(model, inputs)
+        else:
+            self._pending = True
+
+    on_phase_start = ClassyHook._noop
+
+    def on_step(self, task: Any) -> None:
+        if not self._pending:
+            return
+        self._pending = False
+        inputs = input_from_batch(task, batch_size=None)
+        if inputs is None:
+            logger.warning(
+                "%s: base_model has no input_shape and the batch has no 'input'; not profiling.", self.name()
+            )
+            return
+        self.run(task.base_model, inputs)
+
+    on_phase_end = ClassyHook._noop
+    on_end = ClassyHook._noop
+
+    def run(self, model: torch.nn.Module, inputs: tuple[Any, ...]) -> str | None:
+        """Profile forward+backward of `model(*inputs)`, log the table and return it (None on failure)."""
+        params = list(model.parameters())
+        saved_grads = [p.grad for p in params]
+        saved_buffers = [b.detach().clone() for b in model.buffers()]
+        modes = [(m, m.training) for m in model.modules()]
+        cpu_rng = torch.get_rng_state()
+        cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
+        activities = [torch.profiler.ProfilerActivity.CPU]
+        if torch.cuda.is_available():
+            activities.append(torch.profiler.ProfilerActivity.CUDA)
+        try:
+            model.train()
+            for p in params:
+                p.grad = None
+            self._pass(model, inputs)  # warm-up: allocator, lazy init
+            for p in params:
+                p.grad = None
+            with torch.profiler.profile(activities=activities) as prof:
+                with torch.profiler.record_function("forward"):
+                    output = model(*inputs)
+                with torch.profiler.record_function("backward"):
+                    self._backward(output)
+                if torch.cuda.is_available():
+                    torch.cuda.synchronize()
+            sort_by = "self_cuda_time_total" if torch.cuda.is_available() else "self_cpu_time_total"
+            self.profile = prof
+            self.table = prof.key_averages().table(sort_by=sort_by, row_limit=ROW_LIMIT)
+            logger.info(
+                "%s: forward and backward of %s on a batch of %s:\n%s",
+                self.name(),
+                type(model).__name__,
+                "x".join(str(s) for s in next(_tensors(inputs)).shape) if any(True for _ in _tensors(inputs)) else "?",
+                self.table,
+            )
+        except Exception as exc:  # profiling is optional: never stop training for it
+            logger.warning("%s: profiling failed (%s: %s); training continues.", self.name(), type(exc).__name__, exc)
+        finally:
+            with torch.no_grad():
+                for p, grad in zip(params, saved_grads):
+                    p.grad = grad
+                for buffer, saved in zip(model.buffers(), saved_buffers):
+                    buffer.copy_(saved)
+            for module, mode in modes:
+                module.training = mode
+            torch.set_rng_state(cpu_rng)
+            if cuda_rng is not None:
+                torch.cuda.set_rng_state_all(cuda_rng)
+        return self.table
+
+    def _pass(self, model: torch.nn.Module, inputs: tuple[Any, ...]) -> None:
+        self._backward(model(*inputs))
+
+    @staticmethod
+    def _backward(output: Any) -> None:
+        outputs = [t for t in _tensors(output) if t.requires_grad]
+        if not outputs:
+            return  # a frozen model: forward only
+        total = sum(t.float().sum() for t in outputs)
+        assert isinstance(total, torch.Tensor)
+        total.backward()

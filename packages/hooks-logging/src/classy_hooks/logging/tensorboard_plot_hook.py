@@ -1,0 +1,241 @@
+"""TensorboardPlotHook: losses, learning rates, meters and speed as TensorBoard scalars (tensorboardX)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+
+from classy_hooks.core import ClassyHook, is_primary, register_hook
+from classy_hooks.core.files import ensure_writable_folder
+from classy_hooks.core.optional import import_extra
+from classy_hooks.core.validation import check_int, config_error
+from classy_hooks.logging._common import (
+    DISTRIBUTION,
+    as_float,
+    check_summary_writer_kwargs,
+    clean_tag,
+    learning_rates,
+    mean_loss,
+    meter_values,
+    unique_suffix,
+    writer_logdir,
+)
+
+logger = logging.getLogger(__name__)
+
+
+def _lr_tags(prefix: str, count: int) -> list[str]:
+    return [prefix] if count == 1 else [f"{prefix}/group_{i}" for i in range(count)]
+
+
+@register_hook("tensorboard_plot")
+class TensorboardPlotHook(ClassyHook):
+    """Plot training curves to TensorBoard with a tensorboardX `SummaryWriter` (primary rank only).
+
+    **Step unit.** Every scalar uses the same x axis: the number of training iterations (train
+    batches on each replica, gradient-accumulation micro-steps included) completed so far. The
+    counter lives in the hook's state, so a resumed run continues the same axis. Test-phase
+    values are plotted at the iteration count the test ran after.
+
+    When it acts:
+
+    - `on_start` (primary): creates the writer from the `summary_writer` kwargs (when built by
+      `from_config`; the log folder is created and checked, a second hook writing into the same
+      folder gets its own file). When resuming (restored counter > 0), everything the previous
+      run wrote at or after the restored step is hidden from readers (a TensorBoard
+      `SessionLog.START` at that step, like `purge_step`) and the scalars the checkpoint saw at
+      that step are written again, so the series has no duplicate or overlapping points.
+    - `on_step` (train phases): counts the iteration and adds the batch loss to a running sum on
+      the loss's device (no host sync); every `log_period` iterations the primary writes
+      `Losses/train_step` (mean over those iterations) and `LearningRate/train_step`.
+    - `on_phase_end` (primary): `Losses/<phase>` (mean of the synced losses),
+      `LearningRate/train` (train phases; `/group_<i>` suffixes for several param groups),
+      `Meters/<phase>/<meter>/<key>` for every numeric meter value, `Speed/<phase>/im_per_sec`
+      from the optional `task.perf_log`, `Speed/<phase>/sample_fetch_seconds` (primary's total
+      data-loading time in the phase); then flushes.
+    - `on_end` (primary): flushes, and closes a writer the hook created.
+
+    Tags only use characters TensorBoard accepts, so it never rewrites them. Other ranks do
+    nothing: no writer, no collectives.
+
+    What it reads: `task.train`, `task.phase_type`, `task.losses`, `task.meters`,
+    `task.optimizer`, `task.last_batch` (`loss`, `step_data["sample_fetch_time"]`), and the
+    optional `task.perf_log`.
+    """
+
+    task_attributes = ("train", "phase_type", "losses", "meters", "optimizer", "last_batch")
+
+    def __init__(self, tb_writer: Any, log_period: int = 10) -> None:
+        super().__init__()
+        import_extra("tensorboardX", self.name(), DISTRIBUTION, "tensorboard")
+        if tb_writer is not None and not callable(getattr(tb_writer, "add_scalar", None)):
+            raise config_error(
+                self.name(),
+                "tb_writer",
+                f"must be a SummaryWriter (or None on non-primary ranks), got {type(tb_writer).__name__}",
+                "Pass tensorboardX.SummaryWriter(logdir), or build the hook from a config with 'summary_writer'.",
+            )
+        self.tb_writer = tb_writer
+        self.log_period = check_int(self.name(), "log_period", log_period, minimum=1)
+        self._writer_kwargs: dict[str, Any] | None = None
+        self._owns_writer = False
+        self.state.step = 0
+        self.state.tail_step = -1
+        self.state.tail = {}
+        self._window_sum: torch.Tensor | None = None
+        self._window_count = 0
+        self._fetch_seconds = 0.0
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> TensorboardPlotHook:
+        """Build from `{"summary_writer": {SummaryWriter kwargs}, "log_period": 10}`.
+
+        The writer itself is created in `on_start`, on the primary rank only.
+        """
+        from classy_hooks.core.config import check_config_keys
+
+        check_config_keys(cls.name(), config, {"summary_writer"}, {"log_period"})
+        kwargs = check_summary_writer_kwargs(cls.name(), config["summary_writer"])
+        hook = cls(tb_writer=None, log_period=config.get("log_period", 10))
+        hook._writer_kwargs = kwargs
+        return hook
+
+    # ---- events ------------------------------------------------------------------------------
+
+    def on_start(self, task: Any) -> None:
+        self.check_task(task)
+        if not is_primary():
+            return
+        step = int(self.state.step)
+        if self.tb_writer is None and self._writer_kwargs is None:
+            logger.warning("%s: no tb_writer on the primary rank, so nothing will be plotted.", self.name())
+        if self.tb_writer is None and self._writer_kwargs is not None:
+            self.tb_writer = self._create_writer(purge_step=step if step > 0 else None)
+            self._owns_writer = True
+        elif self.tb_writer is not None and step > 0:
+            self._hide_points_from(step)
+        if self.tb_writer is not None and step > 0 and int(self.state.tail_step) == step:
+            tail = dict(self.state.tail)
+            for tag, value in tail.items():
+                self.tb_writer.add_scalar(tag, value, step)
+            logger.info("%s: resumed at step %d; rewrote %d scalars of that step.", self.name(), step, len(tail))
+
+    def on_phase_start(self, task: Any) -> None:
+        self._window_sum = None
+        self._window_count = 0
+        self._fetch_seconds = 0.0
+
+    def on_step(self, task: Any) -> None:
+        writes = self.tb_writer is not None and is_primary()
+        last_batch = task.last_batch
+        if writes and last_batch is not None and last_batch.step_data:
+            fetch = last_batch.step_data.get("sample_fetch_time")
+            if isinstance(fetch, (int, float)):
+                self._fetch_seconds += float(fetch)
+        if not task.train:
+            return
+        self.state.step = step = int(self.state.step) + 1
+        if not writes:
+            return
+        loss = last_batch.loss if last_batch is not None else None
+        if isinstance(loss, torch.Tensor):
+            if self._window_sum is None:
+                self._window_sum = loss.detach().to(torch.float64, copy=True).reshape(())
+            else:
+                self._window_sum.add_(loss.detach().reshape(()))
+            self._window_count += 1
+        elif isinstance(loss, (int, float)):
+            if self._window_sum is None:
+                self._window_sum = torch.zeros((), dtype=torch.float64)
+            self._window_sum.add_(float(loss))
+            self._window_count += 1
+        if step % self.log_period == 0:
+            if self._window_sum is not None and self._window_count:
+                self._write("Losses/train_step", float(self._window_sum.item()) / self._window_count, step)
+            rates = learning_rates(task)
+            for tag, rate in zip(_lr_tags("LearningRate/train_step", len(rates)), rates):
+                self._write(tag, rate, step)
+            self._window_sum = None
+            self._window_count = 0
+
+    def on_phase_end(self, task: Any) -> None:
+        if self.tb_writer is None or not is_primary():
+            return
+        step = int(self.state.step)
+        phase = clean_tag(task.phase_type)
+        loss = mean_loss(task.losses)
+        if loss is not None:
+            self._write(f"Losses/{phase}", loss, step)
+        if task.train:
+            rates = learning_rates(task)
+            for tag, rate in zip(_lr_tags("LearningRate/train", len(rates)), rates):
+                self._write(tag, rate, step)
+        for meter in task.meters:
+            values = meter_values(meter)
+            if not values:
+                logger.warning(
+                    "%s: meter %r has no numeric value to plot (value=%r); skipped.",
+                    self.name(),
+                    meter.name,
+                    meter.value,
+                )
+            for key, value in values.items():
+                self._write(f"Meters/{phase}/{clean_tag(meter.name)}/{clean_tag(key)}", value, step)
+        for entry in getattr(task, "perf_log", None) or []:
+            speed = as_float(entry.get("im_per_sec")) if isinstance(entry, Mapping) else None
+            if speed is not None:
+                self._write(f"Speed/{clean_tag(entry.get('tag', phase))}/im_per_sec", speed, step)
+        if task.train or self._fetch_seconds:
+            self._write(f"Speed/{phase}/sample_fetch_seconds", self._fetch_seconds, step)
+        self.tb_writer.flush()
+
+    def on_end(self, task: Any) -> None:
+        if self.tb_writer is None or not is_primary():
+            return
+        self.tb_writer.flush()
+        if self._owns_writer:
+            self.tb_writer.close()
+            self.tb_writer = None
+            self._owns_writer = False
+
+    # ---- helpers -----------------------------------------------------------------------------
+
+    def _write(self, tag: str, value: float, step: int) -> None:
+        """Write one scalar and remember it if it belongs to the newest step (replayed on resume)."""
+        assert self.tb_writer is not None
+        self.tb_writer.add_scalar(tag, value, step)
+        if step != self.state.tail_step:
+            self.state.tail_step = step
+            self.state.tail = {}
+        self.state.tail[tag] = float(value)
+
+    def _create_writer(self, purge_step: int | None) -> Any:
+        tensorboardx = import_extra("tensorboardX", self.name(), DISTRIBUTION, "tensorboard")
+        kwargs = dict(self._writer_kwargs or {})
+        logdir = writer_logdir(kwargs)
+        if logdir is not None:
+            ensure_writable_folder(self.name(), "summary_writer", logdir)
+        kwargs.setdefault("filename_suffix", unique_suffix(self.name()))
+        if purge_step is not None and kwargs.get("purge_step") is None:
+            kwargs["purge_step"] = purge_step
+        return tensorboardx.SummaryWriter(**kwargs)
+
+    def _hide_points_from(self, step: int) -> None:
+        """Mark a restart at `step` in a writer we did not create (what `purge_step` does)."""
+        tensorboardx = import_extra("tensorboardX", self.name(), DISTRIBUTION, "tensorboard")
+        file_writer = getattr(self.tb_writer, "file_writer", None)
+        if isinstance(self.tb_writer, tensorboardx.SummaryWriter) and file_writer is not None:
+            from tensorboardX.proto.event_pb2 import Event, SessionLog
+
+            file_writer.add_event(Event(step=step, session_log=SessionLog(status=SessionLog.START)))
+        else:
+            logger.warning(
+                "%s: resuming at step %d with a %s; points the previous run wrote after its checkpoint "
+                "cannot be hidden. Build the hook with 'summary_writer' kwargs to have them purged.",
+                self.name(),
+                step,
+                type(self.tb_writer).__name__,
+            )

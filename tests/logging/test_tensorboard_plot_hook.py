@@ -1,0 +1,147 @@
+"""TensorboardPlotHook, read back with TensorBoard's own EventAccumulator."""
+
+from __future__ import annotations
+
+import io
+import logging
+import re
+from pathlib import Path
+
+import pytest
+import torch
+from logging_hook_utils import PhaseRecorder, read_scalars
+from tensorboardX import SummaryWriter
+
+from classy_hooks.core import HookConfigError, TaskContractError, build_hook
+from classy_hooks.logging import TensorboardPlotHook
+from helpers import make_task
+
+TAG = re.compile(r"^[A-Za-z0-9_.\-/]+$")
+
+
+def _hook(logdir: Path, log_period: int = 3) -> TensorboardPlotHook:
+    return build_hook({"name": "tensorboard_plot", "summary_writer": {"logdir": str(logdir)}, "log_period": log_period})  # type: ignore[return-value]
+
+
+def test_constructors_and_bad_arguments(tmp_path: Path) -> None:
+    writer = SummaryWriter(logdir=str(tmp_path / "direct"))
+    assert TensorboardPlotHook(writer).log_period == 10
+    assert TensorboardPlotHook(None, log_period=5).tb_writer is None
+    hook = TensorboardPlotHook.from_config({"summary_writer": {"logdir": str(tmp_path / "tb")}, "log_period": 4})
+    assert isinstance(hook, TensorboardPlotHook) and hook.log_period == 4
+    assert isinstance(_hook(tmp_path / "tb"), TensorboardPlotHook)
+    assert not (tmp_path / "tb").exists()  # nothing is created before on_start
+    for bad in ["10", 0, 2.5, True]:
+        with pytest.raises(HookConfigError, match="TensorboardPlotHook: argument 'log_period'"):
+            TensorboardPlotHook(None, log_period=bad)
+    with pytest.raises(HookConfigError, match="argument 'tb_writer' must be a SummaryWriter"):
+        TensorboardPlotHook("runs/tb")
+    with pytest.raises(HookConfigError, match="missing required key 'summary_writer'"):
+        build_hook({"name": "tensorboard_plot"})
+    with pytest.raises(HookConfigError, match="argument 'summary_writer' must be a dict"):
+        build_hook({"name": "tensorboard_plot", "summary_writer": "runs/tb"})
+    with pytest.raises(HookConfigError, match=r"unknown key 'log_dirr'.*Did you mean 'log_dir'"):
+        build_hook({"name": "tensorboard_plot", "summary_writer": {"log_dirr": "x"}})
+    with pytest.raises(TaskContractError, match="TensorboardPlotHook"):
+        _hook(tmp_path / "tb").on_start(object())
+    writer.close()
+
+
+def test_unwritable_log_folder_fails_in_on_start(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("not a folder")
+    with pytest.raises(HookConfigError, match=r"TensorboardPlotHook: argument 'summary_writer'.*is a file"):
+        _hook(tmp_path / "file").on_start(make_task())
+
+
+def test_losses_learning_rates_and_meters_per_phase_and_per_step(tmp_path: Path) -> None:
+    recorder = PhaseRecorder()
+    hook = _hook(tmp_path / "tb", log_period=3)
+    make_task([hook, recorder], num_epochs=2).run()  # 8 train batches per epoch, a test phase after each
+    scalars = read_scalars(tmp_path / "tb")
+    assert all(TAG.match(tag) for tag in scalars), sorted(scalars)
+    train = [p for p in recorder.phases if p["type"] == "train"]
+    test = [p for p in recorder.phases if p["type"] == "test"]
+    # one step unit everywhere: train iterations done; test phases sit at the iteration they ran after
+    assert [s for s, _ in scalars["Losses/train"]] == [8, 16]
+    assert [s for s, _ in scalars["Losses/test"]] == [8, 16]
+    assert [v for _, v in scalars["Losses/train"]] == pytest.approx([p["loss"] for p in train], rel=1e-6)
+    assert [v for _, v in scalars["Losses/test"]] == pytest.approx([p["loss"] for p in test], rel=1e-6)
+    assert [v for _, v in scalars["LearningRate/train"]] == pytest.approx([p["lr"] for p in train], rel=1e-6)
+    for phase, records in [("train", train), ("test", test)]:
+        for key in ("top_1", "top_5"):
+            values = [v for _, v in scalars[f"Meters/{phase}/accuracy/{key}"]]
+            assert values == pytest.approx([p["meters"]["accuracy"][key] for p in records], rel=1e-6)
+    # per-step points every log_period iterations: mean loss of the iterations since the last point
+    steps = [s for s, _ in scalars["Losses/train_step"]]
+    assert steps == [3, 6, 9, 12, 15]
+    losses = recorder.step_losses
+    assert scalars["Losses/train_step"][0][1] == pytest.approx(sum(losses[0:3]) / 3, rel=1e-5)
+    assert scalars["Losses/train_step"][2][1] == pytest.approx(losses[8], rel=1e-5)  # phase 2 starts at iteration 9
+    assert [s for s, _ in scalars["LearningRate/train_step"]] == steps
+    assert {"Speed/train/im_per_sec", "Speed/test/im_per_sec", "Speed/train/sample_fetch_seconds"} <= set(scalars)
+    # the state (step counter, last step's scalars) loads with weights_only
+    buffer = io.BytesIO()
+    torch.save(hook.get_classy_state(), buffer)
+    buffer.seek(0)
+    state = torch.load(buffer, weights_only=True)
+    assert state["step"] == 16 and state["tail_step"] == 16 and "Losses/test" in state["tail"]
+
+
+def test_meter_and_group_names_become_legal_tags_without_tensorboard_rewriting_them(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+
+    class SpacedMeter:
+        name = "top k accuracy (%)"
+        value = {"at 1": 0.5, "label": "not a number"}
+
+        def reset(self) -> None: ...
+
+        def update(self, output: torch.Tensor, target: torch.Tensor) -> None: ...
+
+        def sync_state(self) -> None: ...
+
+    task = make_task([_hook(tmp_path / "tb", log_period=100)], num_epochs=1)
+    task.meters.append(SpacedMeter())
+    params = list(task.base_model.parameters())
+    task.optimizer = torch.optim.SGD([{"params": params[:1]}, {"params": params[1:], "lr": 1e-5}], lr=0.1)
+    task.run()
+    scalars = read_scalars(tmp_path / "tb")
+    assert "Meters/train/top_k_accuracy____/at_1" in scalars
+    assert {"LearningRate/train/group_0", "LearningRate/train/group_1"} <= set(scalars)
+    assert all(TAG.match(tag) for tag in scalars)
+    assert not [r for r in caplog.records if "illegal" in r.getMessage()]
+
+
+def test_a_resumed_run_continues_the_same_series_without_duplicate_points(tmp_path: Path) -> None:
+    """Run 1 goes to the end; run 2 resumes from run 1's state after phase 0 (a crash after the
+    checkpoint), writing into the same folder. Readers must see each point exactly once."""
+    logdir = tmp_path / "tb"
+    recorder = PhaseRecorder(snapshot_after_phase=0)
+    make_task([_hook(logdir), recorder], num_epochs=3).run()
+    uninterrupted = read_scalars(logdir)
+    assert recorder.snapshot is not None
+
+    resumed_task = make_task([_hook(logdir), PhaseRecorder()], num_epochs=3)
+    resumed_task.set_classy_state(recorder.snapshot)
+    resumed_task.run()
+    resumed = read_scalars(logdir)
+    assert set(resumed) == set(uninterrupted)
+    for tag, points in resumed.items():
+        steps = [s for s, _ in points]
+        assert steps == sorted(set(steps)), f"{tag}: duplicate or unordered steps {steps}"
+        assert steps == [s for s, _ in uninterrupted[tag]], tag
+        expected = [v for _, v in uninterrupted[tag]]
+        if not tag.startswith("Speed/"):
+            assert [v for _, v in points] == pytest.approx(expected, rel=1e-4, abs=1e-6), tag
+
+
+def test_a_writer_passed_in_is_used_and_left_open(tmp_path: Path) -> None:
+    writer = SummaryWriter(logdir=str(tmp_path / "tb"))
+    hook = TensorboardPlotHook(writer, log_period=4)
+    make_task([hook], num_epochs=1).run()
+    writer.add_scalar("after/end", 1.0, 0)  # still usable: the hook closes only writers it made
+    writer.close()
+    scalars = read_scalars(tmp_path / "tb")
+    assert [s for s, _ in scalars["Losses/train_step"]] == [4, 8] and "after/end" in scalars

@@ -186,11 +186,26 @@ def find_package(packages: dict[str, Package], name: str) -> Package:
 
 
 def _bounds_problem(spec: SpecifierSet) -> str | None:
-    ops = {s.operator for s in spec}
-    lower = ops & {">=", ">", "~=", "==", "==="}
-    upper = ops & {"<", "<=", "~=", "==", "==="}
-    if not lower or not upper:
-        return "is not a tight range (it needs a lower and an upper bound, e.g. >=0.1,<0.2)"
+    """None for a tight range: a lower bound and an upper bound within one compatible series.
+
+    Compatible series follow SemVer as pip reads it: 0.1.x for 0.x versions, 1.x for 1.0 and later.
+    So `>=0.1,<0.2` and `>=1.2,<2` are tight; `>=0.1`, `<0.2` and `>=0.1,<1` are not.
+    """
+    lowers = [Version(s.version) for s in spec if s.operator in {">=", ">", "~=", "==", "==="}]
+    uppers = [Version(s.version) for s in spec if s.operator in {"<", "<="}]
+    for s in spec:
+        if s.operator == "~=":  # ~=0.1.2 means >=0.1.2,<0.2 ; ~=1.2 means >=1.2,<2
+            release = Version(s.version).release
+            uppers.append(Version(".".join(map(str, [*release[:-2], release[-2] + 1]))))
+        elif s.operator in {"==", "==="} and "*" not in s.version:
+            uppers.append(Version(s.version))
+    if not lowers or not uppers:
+        return "is not a tight range: it needs a lower and an upper bound, e.g. >=0.1,<0.2"
+    low, high = max(lowers), min(uppers)
+    major, minor = ([*low.release, 0])[:2]
+    limit = Version(f"0.{minor + 1}") if major == 0 else Version(f"{major + 1}")
+    if high > limit:
+        return f"spans more than one compatible series: keep the upper bound at or below {limit}"
     return None
 
 
@@ -261,7 +276,9 @@ def cmd_check(root: Path) -> int:
     problems = range_problems(packages) + package_problems(packages, root)
     for pkg in packages.values():
         sib = [
-            f"{r}" for _, r in pkg.all_requirements() if canonicalize_name(r.name) in packages and r.name != pkg.dist
+            f"{r}"
+            for _, r in pkg.all_requirements()
+            if canonicalize_name(r.name) in packages and canonicalize_name(r.name) != canonicalize_name(pkg.dist)
         ]
         print(f"{pkg.dist} {pkg.version}" + (f"  requires {', '.join(sib)}" if sib else ""))
     if problems:

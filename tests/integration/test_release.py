@@ -108,12 +108,19 @@ def test_ranges_check_fails_when_a_sibling_range_excludes_the_repo_version(repo:
         )
 
 
-def test_ranges_check_rejects_an_open_ended_sibling_range(repo: Path) -> None:
+@pytest.mark.parametrize(
+    ("spec", "problem"),
+    [
+        (">=0.1", "is not a tight range: it needs a lower and an upper bound"),
+        (">=0.1,<1", "spans more than one compatible series: keep the upper bound at or below 0.2"),
+    ],
+)
+def test_ranges_check_rejects_a_loose_sibling_range(repo: Path, spec: str, problem: str) -> None:
     pyproject = repo / "packages/hooks-export/pyproject.toml"
-    pyproject.write_text(pyproject.read_text().replace('"classy-hooks-core>=0.1,<0.2"', '"classy-hooks-core>=0.1"'))
+    pyproject.write_text(pyproject.read_text().replace('"classy-hooks-core>=0.1,<0.2"', f'"classy-hooks-core{spec}"'))
     proc = _release(repo, "check")
     assert proc.returncode == 1
-    assert "classy-hooks-export requires 'classy-hooks-core>=0.1': the range is not a tight range" in proc.stderr
+    assert f"error: classy-hooks-export requires 'classy-hooks-core{spec}': the range {problem}" in proc.stderr
 
 
 # ----------------------------------------------------------------------------- bump

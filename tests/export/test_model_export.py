@@ -47,6 +47,7 @@ def bare_task(model: nn.Module) -> ReferenceTask:
     return task
 
 
+@pytest.mark.slow  # trains a tiny model in process; the first torch.export call also pays its one-time set-up
 def test_export_after_train_phase_is_eval_mode_and_restores_train_mode(tmp_path: Path, hook_factory: HookFactory):
     """The last phase is a train phase (dropout on, BN on batch stats): the file must hold the eval model."""
     hook = hook_factory(tmp_path / "export")

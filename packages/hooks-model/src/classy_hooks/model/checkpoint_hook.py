@@ -44,7 +44,8 @@ class CheckpointHook(ClassyHook):
     unaffected), wherever it was listed. Loops that keep their own list of hooks must put it last.
 
     `non_blocking=True` (default False): the state is copied to CPU memory on the training
-    thread and written by a background thread; at most one save is in flight (a new save first
+    thread (into the previous snapshot's memory when it fits) and written by a background
+    thread; at most one save is in flight (a new save first
     waits for the previous one), `on_end` waits for it, and a failed background save is raised
     at the next save or at `on_end`. The thread is not a daemon, so a save in flight when training
     fails still completes before the process exits. Call `wait()` to block until it is written.
@@ -81,6 +82,7 @@ class CheckpointHook(ClassyHook):
         self.state.phase_counter = 0
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
+        self._snapshot_buffers: list[Any] = []  # CPU tensors of the last snapshot, reused by the next
         self.last_stall_seconds = 0.0
 
     on_phase_start = ClassyHook._noop
@@ -125,7 +127,7 @@ class CheckpointHook(ClassyHook):
             logger.info("Saved checkpoint %s (phase %s)", path, getattr(task, "phase_idx", "?"))
             return
         check_weights_only(checkpoint)  # here, so that the error names the key on the training thread
-        snapshot = snapshot_to_cpu(checkpoint)
+        snapshot = snapshot_to_cpu(checkpoint, self._snapshot_buffers)
         self._thread = threading.Thread(
             target=self._write_in_background, args=(snapshot, phase_file), name="classy-hooks-checkpoint", daemon=False
         )

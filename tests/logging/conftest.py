@@ -16,3 +16,13 @@ def visdom_server(tmp_path: Path) -> Iterator[VisdomServer]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="module")
+def shared_visdom_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VisdomServer]:
+    """One server for a test module's read-only tests (each test uses its own env)."""
+    server = VisdomServer(tmp_path_factory.mktemp("visdom"))
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -55,9 +56,11 @@ class VisdomServer:
     def client(self, env: str) -> Any:
         import visdom
 
-        return visdom.Visdom(
-            server="http://127.0.0.1", port=self.port, env=env, raise_exceptions=True, use_incoming_socket=False
-        )
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="The 'warn' method is deprecated", category=DeprecationWarning)
+            return visdom.Visdom(
+                server="http://127.0.0.1", port=self.port, env=env, raise_exceptions=True, use_incoming_socket=False
+            )
 
     def window(self, win: str, env: str) -> dict[str, Any]:
         """The data of one window, as the server holds it (JSON decoded)."""

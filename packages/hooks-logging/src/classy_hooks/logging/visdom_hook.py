@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import warnings
 from collections.abc import Callable
 from typing import Any, Union
 
@@ -152,13 +153,18 @@ class VisdomHook(ClassyHook):
         level = quiet.level
         quiet.setLevel(logging.ERROR)  # visdom warns about the unused incoming socket and new sessions
         try:
-            client = _Client(
-                server=self.server,
-                port=self.port,
-                env=self.env,
-                raise_exceptions=True,
-                use_incoming_socket=False,
-            )
+            with warnings.catch_warnings():
+                # visdom 0.2.4 calls the deprecated Logger.warn
+                warnings.filterwarnings(
+                    "ignore", message="The 'warn' method is deprecated", category=DeprecationWarning
+                )
+                client = _Client(
+                    server=self.server,
+                    port=self.port,
+                    env=self.env,
+                    raise_exceptions=True,
+                    use_incoming_socket=False,
+                )
             reachable = client.win_exists("__classy_hooks_probe__", env=self.env) is not None
         except Exception as exc:  # ConnectionError from visdom, requests errors, bad URLs
             raise ConnectionError(self._unreachable(f"{type(exc).__name__}: {exc}")) from exc

@@ -8,7 +8,7 @@ import time
 from collections.abc import Collection
 from typing import Any, Optional
 
-from classy_hooks.core import ClassyHook, is_primary, register_hook
+from classy_hooks.core import ClassyHook, ClassyHookState, is_primary, register_hook
 from classy_hooks.core.files import ensure_writable_folder
 from classy_hooks.core.validation import check_bool, check_int, check_plain_data, check_str, check_subset, config_error
 from classy_hooks.model.checkpoint_io import (
@@ -21,6 +21,12 @@ from classy_hooks.model.checkpoint_io import (
 )
 
 logger = logging.getLogger(__name__)
+
+
+class CheckpointState(ClassyHookState):
+    """Checkpointed state of the checkpoint hook."""
+
+    phase_counter: int  # eligible phases seen (the `checkpoint_period` count)
 
 
 @register_hook("checkpoint")
@@ -79,6 +85,7 @@ class CheckpointHook(ClassyHook):
         )
         self.checkpoint_period = check_int(name, "checkpoint_period", checkpoint_period, minimum=1)
         self.non_blocking = check_bool(name, "non_blocking", non_blocking)
+        self.state: CheckpointState = CheckpointState()
         self.state.phase_counter = 0
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None

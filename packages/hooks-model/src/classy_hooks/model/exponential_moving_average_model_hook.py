@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from classy_hooks.core import ClassyHook, is_optimizer_step, register_hook
+from classy_hooks.core import ClassyHook, ClassyHookState, is_optimizer_step, register_hook
 from classy_hooks.core.errors import HookConfigError
 from classy_hooks.core.validation import check_bool, check_choice, check_float, check_int
 
@@ -30,6 +30,14 @@ def tracked_tensors(model: nn.Module, consider_bn_buffers: bool) -> Iterator[tup
                 for buffer_name, buffer in module.named_buffers(recurse=False):
                     if buffer is not None:
                         yield f"{module_name}.{buffer_name}" if module_name else buffer_name, buffer, False
+
+
+class EmaState(ClassyHookState):
+    """Checkpointed state of the EMA hook."""
+
+    ema_state: dict[str, torch.Tensor]  # the extra copy: EMA weights (training weights while swapped)
+    num_updates: int  # EMA updates done
+    swapped: bool  # True while the model holds the EMA weights
 
 
 @register_hook("ema_model_weights")
@@ -79,6 +87,7 @@ class ExponentialMovingAverageModelHook(ClassyHook):
         self.consider_bn_buffers = check_bool(name, "consider_bn_buffers", consider_bn_buffers)
         self.device = check_choice(name, "device", device, ("gpu", "cpu"))
         self.warmup_steps = check_int(name, "warmup_steps", warmup_steps, minimum=0)
+        self.state: EmaState = EmaState()
         self.state.ema_state = {}
         self.state.num_updates = 0
         self.state.swapped = False
@@ -140,7 +149,7 @@ class ExponentialMovingAverageModelHook(ClassyHook):
         if self.warmup_steps == 0:
             return self.decay
         n = self.state.num_updates
-        return min(self.decay, (1.0 + n) / (self.warmup_steps + n))
+        return float(min(self.decay, (1.0 + n) / (self.warmup_steps + n)))
 
     def _build_groups(self, model: nn.Module) -> None:
         ema: dict[str, torch.Tensor] = self.state.ema_state

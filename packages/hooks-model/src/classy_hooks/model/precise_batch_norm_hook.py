@@ -19,6 +19,16 @@ logger = logging.getLogger(__name__)
 BN_MODULE_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
 
 
+def _mean(m: nn.modules.batchnorm._BatchNorm) -> torch.Tensor:
+    assert m.running_mean is not None  # bn_modules keeps only layers that track statistics
+    return m.running_mean
+
+
+def _var(m: nn.modules.batchnorm._BatchNorm) -> torch.Tensor:
+    assert m.running_var is not None
+    return m.running_var
+
+
 def bn_modules(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
     """BatchNorm modules in training mode that track running statistics (fvcore's `get_bn_modules`)."""
     return [
@@ -33,8 +43,8 @@ class _Sums:
 
     def __init__(self, layers: Sequence[nn.modules.batchnorm._BatchNorm]) -> None:
         self.count = torch.zeros(len(layers), dtype=torch.float64)
-        self.mean = [torch.zeros(m.num_features, dtype=torch.float64, device=m.running_mean.device) for m in layers]
-        self.square = [torch.zeros(m.num_features, dtype=torch.float64, device=m.running_mean.device) for m in layers]
+        self.mean = [torch.zeros(m.num_features, dtype=torch.float64, device=_mean(m).device) for m in layers]
+        self.square = [torch.zeros(m.num_features, dtype=torch.float64, device=_mean(m).device) for m in layers]
 
     def flat(self) -> torch.Tensor:
         return torch.cat([self.count, *(t.cpu() for t in self.mean), *(t.cpu() for t in self.square)])
@@ -77,16 +87,16 @@ def _accumulate(model: nn.Module, layers: Sequence[nn.modules.batchnorm._BatchNo
                 if n is None:
                     continue  # the layer was not used in this forward
                 sums.count[i] += n
-                mean = m.running_mean.to(torch.float64)
+                mean = _mean(m).to(torch.float64)
                 sums.mean[i].add_(mean, alpha=n)
-                sums.square[i].add_(m.running_var.to(torch.float64), alpha=n - 1).addcmul_(mean, mean, value=n)
+                sums.square[i].add_(_var(m).to(torch.float64), alpha=n - 1).addcmul_(mean, mean, value=n)
     finally:
         for handle in handles:
             handle.remove()
         for m, (momentum, tracked) in zip(layers, saved):
             m.momentum = momentum
             if tracked is not None:
-                m.num_batches_tracked.copy_(tracked)
+                m.num_batches_tracked.copy_(tracked)  # type: ignore[union-attr]
     return sums
 
 
@@ -99,12 +109,12 @@ def _write(layers: Sequence[nn.modules.batchnorm._BatchNorm], sums: _Sums) -> No
             continue  # unused on every rank: keep its statistics
         mean = sums.mean[i] / n
         var = (sums.square[i] / n - mean * mean).clamp_(min=0)
-        m.running_mean.copy_(mean)
-        m.running_var.copy_(var)
+        _mean(m).copy_(mean)
+        _var(m).copy_(var)
 
 
 def _rng_devices() -> list[int]:
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
+    if torch.cuda.is_available() and torch.cuda.is_initialized():  # type: ignore[no-untyped-call]
         return [torch.cuda.current_device()]
     return []
 

@@ -532,10 +532,14 @@ def test_logging_without_extras_imports_and_names_each_extra_then_tensorboard_ex
     assert "tensorboardx" in installed
     assert not set(installed) & {"visdom", "fvcore", "scipy", "classy-hooks-model"}
     assert env.not_required("classy-hooks-logging[tensorboard]") == set()
-    if "tensorboard_plot" not in extra_hooks:
+    tensorboard_hooks = [name for name, (extra, _) in extra_hooks.items() if extra == "tensorboard"]
+    if "tensorboard_plot" not in tensorboard_hooks:
         pytest.skip("classy-hooks-logging does not declare tensorboard_plot yet")
-    result = _run_plain_loop(env, [configs["tensorboard_plot"]], tmp_path / "run")
+    result = _run_plain_loop(env, [configs[name] for name in tensorboard_hooks], tmp_path / "run")
     assert result["finite"] is True
+    assert "tensorboardX" in result["modules"]  # type: ignore[operator]
+    if "model_tensorboard" in tensorboard_hooks:
+        assert list((tmp_path / "run" / "tb_model").glob("events.out.tfevents.*"))
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     events = EventAccumulator(str(tmp_path / "run" / "tb"))

@@ -180,3 +180,21 @@ def test_failed_background_save_is_raised_at_on_end(tmp_path: Path) -> None:
     hook.on_phase_end(task)
     with pytest.raises(RuntimeError, match="background checkpoint save"):
         hook.on_end(task)
+
+
+def test_checkpoint_content_does_not_depend_on_where_the_hook_is_listed(tmp_path: Path) -> None:
+    from classy_hooks.model import ExponentialMovingAverageModelHook, PreciseBatchNormHook
+
+    saved = []
+    for order, folder in (("first", tmp_path / "a"), ("last", tmp_path / "b")):
+        checkpoint = CheckpointHook(str(folder))
+        others: list[ClassyHook] = [ExponentialMovingAverageModelHook(0.8), PreciseBatchNormHook(32)]
+        make_task([checkpoint, *others] if order == "first" else [*others, checkpoint]).run()
+        saved.append(load_checkpoint(folder / "model_phase-0_end.torch")["classy_state_dict"])
+    first, last = saved
+    for key, value in first["base_model"].items():
+        assert torch.equal(value, last["base_model"][key]), key  # precise-BN statistics included either way
+    ema_first = first["hooks"]["ExponentialMovingAverageModelHook"]["ema_state"]
+    ema_last = last["hooks"]["ExponentialMovingAverageModelHook"]["ema_state"]
+    for key, value in ema_first.items():
+        assert torch.equal(value, ema_last[key]), key

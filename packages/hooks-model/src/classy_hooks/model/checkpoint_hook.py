@@ -98,9 +98,16 @@ class CheckpointHook(ClassyHook):
     def on_start(self, task: Any) -> None:
         self.check_task(task)
         hooks = getattr(task, "hooks", None)
-        if isinstance(hooks, list) and any(h is self for h in hooks) and hooks[-1] is not self:
-            task.hooks = [h for h in hooks if h is not self] + [self]
-            logger.info("%s moved to the end of task.hooks so that it saves after every other hook.", self.name())
+        if isinstance(hooks, (list, tuple)) and any(h is self for h in hooks) and hooks[-1] is not self:
+            if isinstance(hooks, list):
+                task.hooks = [h for h in hooks if h is not self] + [self]
+                logger.info("%s moved to the end of task.hooks so that it saves after every other hook.", self.name())
+            else:
+                logger.warning(
+                    "%s is not the last of task.hooks, which is a tuple it cannot reorder: hooks after it act "
+                    "after the save. List it last.",
+                    self.name(),
+                )
         if not is_primary() or getattr(task, "test_only", False):
             return
         folder = ensure_writable_folder(self.name(), "checkpoint_folder", self.checkpoint_folder)

@@ -55,6 +55,7 @@ def _saving(folder: Path) -> bool:
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="the run launcher forks (POSIX)")
 def test_sigkill_during_saves_never_loses_the_latest_checkpoint(tmp_path: Path) -> None:
     folder = tmp_path / "checkpoints"
     folder.mkdir()
@@ -78,7 +79,7 @@ def test_sigkill_during_saves_never_loses_the_latest_checkpoint(tmp_path: Path) 
     try:
         while during_save < KILLS_DURING_SAVE:
             attempts += 1
-            assert attempts <= 3 * KILLS_DURING_SAVE, f"only {during_save} of {attempts} kills hit a save"
+            assert attempts <= 4 * KILLS_DURING_SAVE, f"only {during_save} of {attempts} kills hit a save"
             forker.stdin.write("run\n")
             forker.stdin.flush()
             pid = int(forker.stdout.readline())
@@ -87,7 +88,7 @@ def test_sigkill_during_saves_never_loses_the_latest_checkpoint(tmp_path: Path) 
             while not _saving(folder):
                 assert time.monotonic() < deadline, "the run never started a save"
                 time.sleep(0.0005)
-            time.sleep(rng.uniform(0, 0.01))
+            time.sleep(rng.uniform(0, 0.005))
             hit = _saving(folder)
             os.kill(pid, signal.SIGKILL)
             status = int(forker.stdout.readline())

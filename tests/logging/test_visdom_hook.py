@@ -58,6 +58,7 @@ def test_plots_every_phase_and_curves_of_different_lengths(shared_visdom_server:
     window = shared_visdom_server.window(hook.window_id("loss"), "curves")
     assert window["title"] == "loss [tiny]"
     assert hook.state.metrics["loss"]["train"] == [[float(x), y] for x, y in loss["train"]]
+    assert (shared_visdom_server.env_path / "curves.json").exists()  # on_end had the server save the env
 
 
 def test_a_test_only_run_without_optimizer_plots_losses(shared_visdom_server: VisdomServer) -> None:

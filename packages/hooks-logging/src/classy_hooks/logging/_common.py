@@ -54,6 +54,13 @@ def as_float(value: Any) -> float | None:
     return None
 
 
+def start_sum(loss: torch.Tensor) -> torch.Tensor:
+    """A running-sum tensor seeded with `loss`: same dtype (no conversion kernel per step) unless
+    that is a 16-bit float, which would lose precision over a phase (then float32)."""
+    dtype = torch.float32 if loss.dtype in (torch.float16, torch.bfloat16) else loss.dtype
+    return loss.detach().reshape(()).to(dtype, copy=True)
+
+
 def mean_loss(losses: Sequence[Any]) -> float | None:
     """Mean of a phase's synced losses (floats or 0-dim tensors); None when the list is empty."""
     if not losses:

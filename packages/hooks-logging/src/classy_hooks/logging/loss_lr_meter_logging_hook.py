@@ -9,7 +9,7 @@ import torch
 
 from classy_hooks.core import ClassyHook, is_primary, register_hook
 from classy_hooks.core.validation import check_optional_int
-from classy_hooks.logging._common import format_number, learning_rates, mean_loss, meter_values
+from classy_hooks.logging._common import format_number, learning_rates, mean_loss, meter_values, start_sum
 
 logger = logging.getLogger(__name__)
 
@@ -75,7 +75,7 @@ class LossLrMeterLoggingHook(ClassyHook):
                 if isinstance(self._loss_sum, torch.Tensor):
                     self._loss_sum.add_(loss.detach())
                 else:
-                    self._loss_sum = loss.detach().to(torch.float64, copy=True)
+                    self._loss_sum = start_sum(loss)
             else:
                 self._loss_sum = self._loss_sum + float(loss)
         if self._steps % self.log_freq == 0:

@@ -20,6 +20,7 @@ from classy_hooks.logging._common import (
     learning_rates,
     mean_loss,
     meter_values,
+    start_sum,
     unique_suffix,
     writer_logdir,
 )
@@ -143,7 +144,7 @@ class TensorboardPlotHook(ClassyHook):
         loss = last_batch.loss if last_batch is not None else None
         if isinstance(loss, torch.Tensor):
             if self._window_sum is None:
-                self._window_sum = loss.detach().to(torch.float64, copy=True).reshape(())
+                self._window_sum = start_sum(loss)
             else:
                 self._window_sum.add_(loss.detach().reshape(()))
             self._window_count += 1

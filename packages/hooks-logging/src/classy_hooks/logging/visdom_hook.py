@@ -54,7 +54,8 @@ class VisdomHook(ClassyHook):
     - `on_phase_end`: appends the phase's points to the history (hook state) and queues them for
       a background thread that sends them, so training never waits on the network. If the server
       goes away later, the hook logs one warning, keeps the history, and training finishes.
-    - `on_end`: waits up to 30 s for queued updates, then stops the thread.
+    - `on_end`: asks the server to save the env (to its `-env_path`), waits up to 30 s for
+      queued updates, then stops the thread.
 
     What it reads: `task.train`, `task.phase_type`, `task.train_phase_idx`, `task.losses`,
     `task.meters`, and `task.optimizer` on train phases only (it may be None in test-only runs).
@@ -125,6 +126,8 @@ class VisdomHook(ClassyHook):
         """Send what is queued (waiting at most `timeout` seconds) and stop the sender thread."""
         if self._queue is None or self._thread is None:
             return
+        # ask the server to write the env to its -env_path, so the plots outlive the server
+        self._enqueue(lambda: self._client.save([self.env]))
         try:
             self._queue.put(None, timeout=timeout)
         except queue.Full:

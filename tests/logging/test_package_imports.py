@@ -6,6 +6,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from helpers import subprocess_env
 
 OPTIONAL = ("tensorboardX", "tensorboard", "visdom", "fvcore")
@@ -17,6 +19,7 @@ def _run(code: str) -> str:
     return proc.stdout
 
 
+@pytest.mark.slow
 def test_import_pulls_in_no_optional_dependency_and_names_resolve_through_entry_points() -> None:
     out = _run(
         "import sys, json\n"
@@ -56,6 +59,7 @@ print(json.dumps(out))
 """
 
 
+@pytest.mark.slow
 def test_hooks_whose_extra_is_missing_raise_importerror_with_the_pip_line() -> None:
     configs = [
         {"name": "tensorboard_plot", "summary_writer": {"logdir": "unused"}},

@@ -41,6 +41,7 @@ def test_an_unreachable_server_is_a_clear_error_at_on_start() -> None:
         hook.on_start(make_task())
 
 
+@pytest.mark.slow
 def test_plots_every_phase_and_curves_of_different_lengths(shared_visdom_server: VisdomServer) -> None:
     recorder = PhaseRecorder()
     hook = VisdomHook("http://127.0.0.1", shared_visdom_server.port, env="curves", title_suffix=" [tiny]")
@@ -61,6 +62,7 @@ def test_plots_every_phase_and_curves_of_different_lengths(shared_visdom_server:
     assert (shared_visdom_server.env_path / "curves.json").exists()  # on_end had the server save the env
 
 
+@pytest.mark.slow
 def test_a_test_only_run_without_optimizer_plots_losses(shared_visdom_server: VisdomServer) -> None:
     hook = VisdomHook("http://127.0.0.1", shared_visdom_server.port, env="test_only")
     make_task([hook], test_only=True).run()
@@ -68,6 +70,7 @@ def test_a_test_only_run_without_optimizer_plots_losses(shared_visdom_server: Vi
     assert "learning_rate" not in hook.state.metrics
 
 
+@pytest.mark.slow
 def test_a_resumed_run_redraws_from_its_state_without_points_from_after_the_checkpoint(
     shared_visdom_server: VisdomServer,
 ) -> None:
@@ -103,6 +106,7 @@ class KillServerAfterPhase(ClassyHook):
             self.server.stop()
 
 
+@pytest.mark.slow
 def test_a_server_that_goes_away_mid_run_costs_one_warning_and_training_finishes(
     visdom_server: VisdomServer, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -45,7 +45,8 @@ class TensorboardPlotHook(ClassyHook):
 
     - `on_start` (primary): creates the writer from the `summary_writer` kwargs (when built by
       `from_config`; the log folder is created and checked, a second hook writing into the same
-      folder gets its own file). When resuming (restored counter > 0), everything the previous
+      folder gets its own file; `max_queue` defaults to 1000 instead of 10, which makes writes ~5x
+      cheaper). When resuming (restored counter > 0), everything the previous
       run wrote at or after the restored step is hidden from readers (a TensorBoard
       `SessionLog.START` at that step, like `purge_step`) and the scalars the checkpoint saw at
       that step are written again, so the series has no duplicate or overlapping points.
@@ -220,6 +221,9 @@ class TensorboardPlotHook(ClassyHook):
         if logdir is not None:
             ensure_writable_folder(self.name(), "summary_writer", logdir)
         kwargs.setdefault("filename_suffix", unique_suffix(self.name()))
+        # tensorboardX's default queue of 10 events makes add_scalar wait on its writer thread
+        # (~170 us per scalar here, ~30 us with room); the hook flushes at every phase end anyway
+        kwargs.setdefault("max_queue", 1000)
         if purge_step is not None and kwargs.get("purge_step") is None:
             kwargs["purge_step"] = purge_step
         return tensorboardx.SummaryWriter(**kwargs)

@@ -63,16 +63,19 @@ class PhaseClock(ClassyHook):
         super().__init__()
         self.at = at
         self.times: list[float] = []
+        self.cpu_times: list[float] = []  # CPU time of the training thread: less sensitive to other processes
 
     on_start = on_step = on_end = ClassyHook._noop
 
     def on_phase_start(self, task: Any) -> None:
         if self.at == "start" and task.train:
             self.times.append(time.perf_counter())
+            self.cpu_times.append(time.thread_time())
 
     def on_phase_end(self, task: Any) -> None:
         if self.at == "end" and task.train:
             self.times.append(time.perf_counter())
+            self.cpu_times.append(time.thread_time())
 
 
 def timed(totals: dict[str, float], key: str, fn: Callable[[Any], None], train_only: bool) -> Callable[[Any], None]:
@@ -102,8 +105,8 @@ def hook_configs(run_dir: str, visdom_port: int | None) -> list[dict[str, Any]]:
 
 def run_once(
     epochs: int, configs: list[dict[str, Any]], per_hook: dict[str, float], on_start: dict[str, float]
-) -> tuple[float, int]:
-    """Train once; return (seconds in train phases, train steps)."""
+) -> tuple[float, float, int]:
+    """Train once; return (wall seconds in train phases, training-thread CPU seconds in them, train steps)."""
     hooks = build_hooks(configs)
     for hook in hooks:
         for event in ("on_phase_start", "on_step", "on_phase_end"):
@@ -114,8 +117,9 @@ def run_once(
     task = ReferenceTask(dict(CONFIG, num_epochs=epochs), [first, *hooks, last])
     task.run()
     seconds = sum(end - start for start, end in zip(first.times, last.times))
+    cpu = sum(end - start for start, end in zip(first.cpu_times, last.cpu_times))
     data = CONFIG["dataset"]
-    return seconds, epochs * (data["train_samples"] // data["batch_size"])
+    return seconds, cpu, epochs * (data["train_samples"] // data["batch_size"])
 
 
 def free_port() -> int:
@@ -162,16 +166,21 @@ def main() -> None:
     try:
         plain: list[float] = []
         hooked: list[float] = []
+        plain_cpu: list[float] = []
+        hooked_cpu: list[float] = []
         per_hook: dict[str, float] = {}
         on_start: dict[str, float] = {}
         steps_hooked = 0
         run_once(1, [], {}, {})  # warm-up (allocator, kernels, imports)
+        run_once(1, hook_configs(os.path.join(workdir, "warmup"), port), {}, {})
         for round_idx in range(args.rounds):
-            seconds, steps = run_once(args.epochs, [], {}, {})
+            seconds, cpu, steps = run_once(args.epochs, [], {}, {})
             plain.append(seconds / steps)
+            plain_cpu.append(cpu / steps)
             run_dir = os.path.join(workdir, f"round{round_idx}")
-            seconds, steps = run_once(args.epochs, hook_configs(run_dir, port), per_hook, on_start)
+            seconds, cpu, steps = run_once(args.epochs, hook_configs(run_dir, port), per_hook, on_start)
             hooked.append(seconds / steps)
+            hooked_cpu.append(cpu / steps)
             steps_hooked += steps
         base = statistics.median(plain)
         with_hooks = statistics.median(hooked)
@@ -186,6 +195,11 @@ def main() -> None:
         print(f"   no hooks:            {base * 1e3:8.3f} ms")
         print(f"   logging hooks:       {with_hooks * 1e3:8.3f} ms")
         print(f"   ratio:               {with_hooks / base:8.4f}  ({(with_hooks / base - 1) * 100:+.2f} %)")
+        cpu_base, cpu_hooked = statistics.median(plain_cpu), statistics.median(hooked_cpu)
+        print("   training-thread CPU time per train step (ignores time stolen by other processes):")
+        print(f"   no hooks:            {cpu_base * 1e3:8.3f} ms")
+        print(f"   logging hooks:       {cpu_hooked * 1e3:8.3f} ms")
+        print(f"   ratio:               {cpu_hooked / cpu_base:8.4f}  ({(cpu_hooked / cpu_base - 1) * 100:+.2f} %)")
         print()
         print("2. direct: time inside the hooks in train phases")
         phases = args.rounds * args.epochs

@@ -145,3 +145,16 @@ def test_a_writer_passed_in_is_used_and_left_open(tmp_path: Path) -> None:
     writer.close()
     scalars = read_scalars(tmp_path / "tb")
     assert [s for s, _ in scalars["Losses/train_step"]] == [4, 8] and "after/end" in scalars
+
+
+def test_each_phase_is_on_disk_when_its_phase_end_returns(tmp_path: Path) -> None:
+    """A checkpoint written right after a phase must never record a step whose values could be lost."""
+    seen: list[list[int]] = []
+
+    class ReadAfterPhase(PhaseRecorder):
+        def on_phase_end(self, task):  # type: ignore[no-untyped-def]
+            if task.train:
+                seen.append([s for s, _ in read_scalars(tmp_path / "tb").get("Losses/train", [])])
+
+    make_task([_hook(tmp_path / "tb"), ReadAfterPhase()], num_epochs=2).run()
+    assert seen == [[8], [8, 16]]

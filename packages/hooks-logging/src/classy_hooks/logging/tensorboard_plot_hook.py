@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -26,6 +27,17 @@ from classy_hooks.logging._common import (
 )
 
 logger = logging.getLogger(__name__)
+
+#: Seconds a phase end waits for tensorboardX's writer thread to take the queued events.
+FLUSH_WAIT = 5.0
+
+
+def _pending(events: Any) -> bool:
+    """Whether a multiprocessing queue still holds events (qsize counts those not yet fed to its pipe)."""
+    try:
+        return int(events.qsize()) > 0
+    except (NotImplementedError, AttributeError):  # macOS has no qsize
+        return not events.empty()
 
 
 def _lr_tags(prefix: str, count: int) -> list[str]:
@@ -57,7 +69,9 @@ class TensorboardPlotHook(ClassyHook):
       `LearningRate/train` (train phases; `/group_<i>` suffixes for several param groups),
       `Meters/<phase>/<meter>/<key>` for every numeric meter value, `Speed/<phase>/im_per_sec`
       from the optional `task.perf_log`, `Speed/<phase>/sample_fetch_seconds` (primary's total
-      data-loading time in the phase); then flushes.
+      data-loading time in the phase); then flushes, after waiting for tensorboardX's writer
+      thread to take every queued event, so a checkpoint written after this phase never
+      records a step whose values are not on disk yet.
     - `on_end` (primary): flushes, and closes a writer the hook created.
 
     Tags only use characters TensorBoard accepts, so it never rewrites them. Other ranks do
@@ -192,7 +206,7 @@ class TensorboardPlotHook(ClassyHook):
                 self._write(f"Speed/{clean_tag(entry.get('tag', phase))}/im_per_sec", speed, step)
         if task.train or self._fetch_seconds:
             self._write(f"Speed/{phase}/sample_fetch_seconds", self._fetch_seconds, step)
-        self.tb_writer.flush()
+        self._flush()
 
     def on_end(self, task: Any) -> None:
         if self.tb_writer is None or not is_primary():
@@ -213,6 +227,22 @@ class TensorboardPlotHook(ClassyHook):
             self.state.tail_step = step
             self.state.tail = {}
         self.state.tail[tag] = float(value)
+
+    def _flush(self) -> None:
+        """Put everything written so far on disk before a checkpoint can record this phase.
+
+        tensorboardX hands events to a writer thread through a queue, and its `flush()` does not
+        wait for that queue: wait (at most `FLUSH_WAIT` s) until the thread has taken every event.
+        """
+        assert self.tb_writer is not None
+        file_writer = getattr(self.tb_writer, "file_writer", None)
+        events = getattr(getattr(file_writer, "event_writer", None), "_event_queue", None)
+        if events is not None:
+            deadline = time.monotonic() + FLUSH_WAIT
+            while _pending(events) and time.monotonic() < deadline:
+                time.sleep(0.0005)
+            time.sleep(0.002)  # the thread writes the event it took last
+        self.tb_writer.flush()
 
     def _create_writer(self, purge_step: int | None) -> Any:
         tensorboardx = import_extra("tensorboardX", self.name(), DISTRIBUTION, "tensorboard")

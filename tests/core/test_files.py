@@ -25,6 +25,23 @@ def test_atomic_write_replaces_the_file_and_leaves_no_temp(tmp_path: Path) -> No
     assert os.listdir(tmp_path) == ["out.bin"]
 
 
+def test_atomic_write_gives_new_files_the_umask_mode_and_keeps_an_existing_mode(tmp_path: Path) -> None:
+    fresh = tmp_path / "fresh.bin"
+    old_umask = os.umask(0o022)
+    try:
+        with atomic_write(str(fresh)) as handle:
+            handle.write(b"x")
+    finally:
+        os.umask(old_umask)
+    assert fresh.stat().st_mode & 0o777 == 0o644  # readable by a serving container, not 0600
+    kept = tmp_path / "kept.bin"
+    kept.write_bytes(b"old")
+    kept.chmod(0o640)
+    with atomic_write(str(kept)) as handle:
+        handle.write(b"new")
+    assert kept.stat().st_mode & 0o777 == 0o640
+
+
 def test_atomic_write_failure_keeps_the_old_file(tmp_path: Path) -> None:
     target = tmp_path / "out.txt"
     target.write_text("precious")

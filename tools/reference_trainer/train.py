@@ -37,8 +37,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def filter_known_warnings() -> None:
-    """Silence the TorchScript deprecation notices of torch>=2.11 (by message, nothing else)."""
-    warnings.filterwarnings("ignore", message=r".*torch\.jit\.\w+` is deprecated", category=DeprecationWarning)
+    """Silence the TorchScript deprecation notices of torch>=2.11 (by message only: torch 2.14 raises them as
+    FutureWarning, fvcore's import as DeprecationWarning)."""
+    warnings.filterwarnings("ignore", message=r".*torch\.jit\.\w+` is deprecated")
 
 
 def main(argv: list[str] | None = None) -> int:

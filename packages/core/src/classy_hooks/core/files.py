@@ -20,6 +20,16 @@ def fsync_dir(folder: str) -> None:
         os.close(fd)
 
 
+def _target_mode(path: str) -> int:
+    """Permission bits for a new version of `path`: those of the existing file, else 0666 minus umask."""
+    try:
+        return os.stat(path).st_mode & 0o7777
+    except FileNotFoundError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
+
+
 @contextlib.contextmanager
 def atomic_write(path: str, mode: str = "wb") -> Iterator[IO[Any]]:
     """Write `path` all at once: yield a temp file in the same folder, then fsync and rename it.
@@ -30,6 +40,8 @@ def atomic_write(path: str, mode: str = "wb") -> Iterator[IO[Any]]:
     folder = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
     try:
+        # mkstemp makes 0600 files; give the result the mode a plain open() would (or the old file's)
+        os.chmod(tmp, _target_mode(path))
         with os.fdopen(fd, mode) as handle:
             yield handle
             handle.flush()

@@ -9,7 +9,7 @@ import re
 import time
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any
+from typing import Any, TypeGuard
 
 import torch
 from torch import nn
@@ -96,6 +96,19 @@ def has_input_shape(model: nn.Module) -> bool:
     return getattr(model, "input_shape", None) is not None
 
 
+def _is_sequence(value: Any) -> TypeGuard[Sequence[Any]]:
+    return isinstance(value, Sequence) and not isinstance(value, (str, bytes))
+
+
+def _is_int_shape(value: Any) -> TypeGuard[Sequence[int]]:
+    """A non-empty sequence of non-negative ints (a string like "3x224x224" is not one)."""
+    return (
+        _is_sequence(value)
+        and bool(value)
+        and all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in value)
+    )
+
+
 def input_from_shape(model: nn.Module, batch_size: int = 1) -> tuple[Any, ...]:
     """Positional args of zeros built from `model.input_shape` (per-sample shape, no batch dim).
 
@@ -104,12 +117,15 @@ def input_from_shape(model: nn.Module, batch_size: int = 1) -> tuple[Any, ...]:
     """
     shape = model.input_shape
     device = model_device(model)
-    if isinstance(shape, Sequence) and shape and all(isinstance(s, int) for s in shape):
+    if _is_int_shape(shape):
         tensors: list[torch.Tensor] = [torch.zeros(batch_size, *shape, device=device)]
-    elif isinstance(shape, Sequence) and shape and all(isinstance(s, Sequence) for s in shape):
+    elif _is_sequence(shape) and shape and all(_is_int_shape(s) for s in shape):
         tensors = [torch.zeros(batch_size, *s, device=device) for s in shape]
     else:
-        raise ValueError(f"base_model.input_shape must be a sequence of ints or of int sequences, got {shape!r}")
+        raise ValueError(
+            f"base_model.input_shape must be a sequence of non-negative ints or of such sequences, got {shape!r}. "
+            "Set it to the per-sample shape without the batch dimension, e.g. (3, 224, 224)"
+        )
     key = getattr(model, "input_key", None)
     if isinstance(key, str) and len(tensors) == 1:
         return ({key: tensors[0]},)

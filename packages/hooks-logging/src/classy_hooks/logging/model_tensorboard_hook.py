@@ -88,7 +88,11 @@ class ModelTensorboardHook(ClassyHook):
             self.tb_writer = self._create_writer()
             self._owns_writer = True
         if self.tb_writer is None:
-            logger.warning("%s: no tb_writer on the primary rank, so no graph will be written.", self.name())
+            logger.warning(
+                "%s: no tb_writer on the primary rank, so no graph will be written. Pass a "
+                "tensorboardX.SummaryWriter as tb_writer, or build the hook with 'summary_writer' kwargs.",
+                self.name(),
+            )
             return
         if has_input_shape(task.base_model):
             try:

@@ -74,6 +74,10 @@ class TensorboardPlotHook(ClassyHook):
       records a step whose values are not on disk yet.
     - `on_end` (primary): flushes, and closes a writer the hook created.
 
+    A writer that fails mid-run (the disk under the log folder fills up, a network file system
+    goes away: an `OSError` from a flush, or tensorboardX's writer thread dying on one) costs
+    one warning: the hook stops plotting and training goes on.
+
     Tags only use characters TensorBoard accepts, so it never rewrites them. Other ranks do
     nothing: no writer, no collectives.
 
@@ -104,6 +108,7 @@ class TensorboardPlotHook(ClassyHook):
         self._window_sum: torch.Tensor | None = None
         self._window_count = 0
         self._fetch_seconds = 0.0
+        self._failed = False
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> TensorboardPlotHook:
@@ -127,7 +132,11 @@ class TensorboardPlotHook(ClassyHook):
             return
         step = int(self.state.step)
         if self.tb_writer is None and self._writer_kwargs is None:
-            logger.warning("%s: no tb_writer on the primary rank, so nothing will be plotted.", self.name())
+            logger.warning(
+                "%s: no tb_writer on the primary rank, so nothing will be plotted. Pass a "
+                "tensorboardX.SummaryWriter as tb_writer, or build the hook with 'summary_writer' kwargs.",
+                self.name(),
+            )
         if self.tb_writer is None and self._writer_kwargs is not None:
             self.tb_writer = self._create_writer(purge_step=step if step > 0 else None)
             self._owns_writer = True
@@ -168,7 +177,7 @@ class TensorboardPlotHook(ClassyHook):
                 self._window_sum = torch.zeros((), dtype=torch.float64)
             self._window_sum.add_(float(loss))
             self._window_count += 1
-        if step % self.log_period == 0:
+        if step % self.log_period == 0 and self._writer_alive():
             if self._window_sum is not None and self._window_count:
                 self._write("Losses/train_step", float(self._window_sum.item()) / self._window_count, step)
             rates = learning_rates(task)
@@ -178,7 +187,7 @@ class TensorboardPlotHook(ClassyHook):
             self._window_count = 0
 
     def on_phase_end(self, task: Any) -> None:
-        if self.tb_writer is None or not is_primary():
+        if self.tb_writer is None or not is_primary() or not self._writer_alive():
             return
         step = int(self.state.step)
         phase = clean_tag(task.phase_type)
@@ -206,18 +215,58 @@ class TensorboardPlotHook(ClassyHook):
                 self._write(f"Speed/{clean_tag(entry.get('tag', phase))}/im_per_sec", speed, step)
         if task.train or self._fetch_seconds:
             self._write(f"Speed/{phase}/sample_fetch_seconds", self._fetch_seconds, step)
-        self._flush()
+        try:
+            self._flush()
+        except (OSError, ValueError) as exc:  # ValueError: the file was closed under the writer
+            self._writer_failed(f"{type(exc).__name__}: {exc}")
 
     def on_end(self, task: Any) -> None:
         if self.tb_writer is None or not is_primary():
             return
-        self.tb_writer.flush()
-        if self._owns_writer:
-            self.tb_writer.close()
-            self.tb_writer = None
-            self._owns_writer = False
+        if self._failed:
+            self._release_writer()
+            return
+        try:
+            self.tb_writer.flush()
+            if self._owns_writer:
+                self.tb_writer.close()
+        except (OSError, ValueError) as exc:
+            self._writer_failed(f"{type(exc).__name__}: {exc}")
+        self._release_writer()
 
     # ---- helpers -----------------------------------------------------------------------------
+
+    def _worker(self) -> Any:
+        """tensorboardX's writer thread (None for other writers or a closed one)."""
+        file_writer = getattr(self.tb_writer, "file_writer", None)
+        return getattr(getattr(file_writer, "event_writer", None), "_worker", None)
+
+    def _writer_alive(self) -> bool:
+        """Whether writes still reach the event file; warns once when they stopped.
+
+        tensorboardX writes from a thread that dies on the first failing write; queued events
+        would then pile up until `add_scalar` blocks forever, so the hook stops writing.
+        """
+        if self._failed:
+            return False
+        worker = self._worker()
+        if worker is not None and not worker.is_alive():
+            self._writer_failed("tensorboardX's writer thread stopped after a failed write to the event file")
+            return False
+        return True
+
+    def _writer_failed(self, why: str) -> None:
+        self._failed = True
+        logger.warning(
+            "%s: writing to TensorBoard failed (%s); training continues without TensorBoard plots.",
+            self.name(),
+            why,
+        )
+
+    def _release_writer(self) -> None:
+        if self._owns_writer:
+            self.tb_writer = None
+            self._owns_writer = False
 
     def _write(self, tag: str, value: float, step: int) -> None:
         """Write one scalar and remember it if it belongs to the newest step (replayed on resume)."""
@@ -237,9 +286,10 @@ class TensorboardPlotHook(ClassyHook):
         assert self.tb_writer is not None
         file_writer = getattr(self.tb_writer, "file_writer", None)
         events = getattr(getattr(file_writer, "event_writer", None), "_event_queue", None)
+        worker = self._worker()
         if events is not None:
             deadline = time.monotonic() + FLUSH_WAIT
-            while _pending(events) and time.monotonic() < deadline:
+            while _pending(events) and time.monotonic() < deadline and (worker is None or worker.is_alive()):
                 time.sleep(0.0005)
             time.sleep(0.002)  # the thread writes the event it took last
         self.tb_writer.flush()

@@ -210,25 +210,26 @@ def list_checkpoints(folder: str) -> list[str]:
 def _read(path: str, map_location: Any) -> dict[str, Any]:
     if not os.path.exists(path):
         raise CheckpointError(
-            f"checkpoint {path} does not exist. Pass a checkpoint file or a folder holding checkpoint.torch."
+            f"load_checkpoint: checkpoint {path} does not exist. "
+            "Pass a checkpoint file or a folder holding checkpoint.torch."
         )
     try:
         checkpoint = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # truncated zip, bad pickle, unsupported type: all mean "unusable file"
         raise CheckpointError(
-            f"checkpoint {path} is truncated or corrupt and cannot be loaded ({type(exc).__name__}: "
+            f"load_checkpoint: checkpoint {path} is truncated or corrupt and cannot be loaded ({type(exc).__name__}: "
             f"{str(exc).splitlines()[0] if str(exc) else exc!r}). Use load_checkpoint(..., fallback=True) "
             "to load the newest valid checkpoint in its folder instead."
         ) from exc
     if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("classy_state_dict"), dict):
         raise CheckpointError(
-            f"checkpoint {path} holds no 'classy_state_dict'; it was not written by CheckpointHook. "
+            f"load_checkpoint: checkpoint {path} holds no 'classy_state_dict'; it was not written by CheckpointHook. "
             "Pass a checkpoint.torch or model_phase-N_end.torch file."
         )
     version = checkpoint.get(FORMAT_VERSION_KEY, 0)
     if not isinstance(version, int) or version > CHECKPOINT_FORMAT_VERSION:
         raise CheckpointError(
-            f"checkpoint {path} has format version {version!r}, newer than this classy-hooks-model "
+            f"load_checkpoint: checkpoint {path} has format version {version!r}, newer than this classy-hooks-model "
             f"understands ({CHECKPOINT_FORMAT_VERSION}). Upgrade classy-hooks-model."
         )
     return checkpoint

@@ -50,7 +50,6 @@ def check_config_keys(
             import difflib
 
             close = difflib.get_close_matches(str(key), sorted(known), n=1)
-            hint = f" Did you mean '{close[0]}'?" if close else ""
-            raise HookConfigError(
-                f"{hook_name}: config has unknown key '{key}'; accepted keys are {sorted(known)}.{hint}"
-            )
+            hint = f"Did you mean '{close[0]}'?" if close else "Remove it."
+            accepted = f"accepted keys are {sorted(known)}" if known else "this hook takes no arguments"
+            raise HookConfigError(f"{hook_name}: config has unknown key '{key}'; {accepted}. {hint}")

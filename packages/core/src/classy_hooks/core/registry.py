@@ -131,7 +131,7 @@ def build_hook(hook_config: Mapping[str, Any]) -> ClassyHook:
     if not isinstance(hook_config, Mapping):
         raise HookConfigError(
             f"build_hook: a hook config must be a dict like {{'name': 'checkpoint', ...}}, "
-            f"got {type(hook_config).__name__}."
+            f"got {type(hook_config).__name__}. Pass one dict per hook."
         )
     if "name" not in hook_config:
         raise HookConfigError(
@@ -141,7 +141,9 @@ def build_hook(hook_config: Mapping[str, Any]) -> ClassyHook:
     config = copy.deepcopy(dict(hook_config))
     name = config.pop("name")
     if not isinstance(name, str):
-        raise HookConfigError(f"build_hook: 'name' must be a string, got {name!r}.")
+        raise HookConfigError(
+            f"build_hook: 'name' must be a string, got {name!r}. Pass the registered hook name, e.g. 'checkpoint'."
+        )
     return get_hook_class(name).from_config(config)
 
 

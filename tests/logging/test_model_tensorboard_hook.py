@@ -57,7 +57,7 @@ def test_graph_from_the_first_batch_when_the_model_has_no_input_shape(tmp_path: 
 
 
 def test_a_model_that_cannot_be_traced_costs_a_warning_not_the_run(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
 ) -> None:
     caplog.set_level(logging.INFO, logger=LOGGER)
 
@@ -73,3 +73,4 @@ def test_a_model_that_cannot_be_traced_costs_a_warning_not_the_run(
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and "could not trace Untraceable" in warnings[0]
     assert not task.hooks[0].graph_written
+    assert capsys.readouterr().out == ""  # tensorboardX's own print() of the error is kept off stdout

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 from collections.abc import Mapping
 from typing import Any
@@ -127,8 +129,9 @@ class ModelTensorboardHook(ClassyHook):
 
     def _plot(self, model: torch.nn.Module, inputs: tuple[Any, ...]) -> None:
         assert self.tb_writer is not None
+        printed = io.StringIO()  # tensorboardX print()s tracing errors; keep them out of the user's stdout
         try:
-            with eval_mode(model), torch.no_grad(), quiet_jit_deprecations():
+            with eval_mode(model), torch.no_grad(), quiet_jit_deprecations(), contextlib.redirect_stdout(printed):
                 self.tb_writer.add_graph(model, inputs if len(inputs) > 1 else inputs[0])
             self.graph_written = True
             logger.info("%s: wrote the graph of %s.", self.name(), type(model).__name__)
@@ -140,6 +143,8 @@ class ModelTensorboardHook(ClassyHook):
                 type(exc).__name__,
                 str(exc).splitlines()[0] if str(exc) else "",
             )
+        if printed.getvalue().strip():
+            logger.debug("%s: tensorboardX printed: %s", self.name(), printed.getvalue().strip())
         self._finish()
 
     def _finish(self) -> None:

@@ -264,9 +264,18 @@ class TensorboardPlotHook(ClassyHook):
         )
 
     def _release_writer(self) -> None:
-        if self._owns_writer:
-            self.tb_writer = None
-            self._owns_writer = False
+        """Let go of a writer the hook created; after a failure, without touching its file again.
+
+        A failed tensorboardX writer is marked closed (its `add_event`/`flush`/`close` become
+        no-ops), else its exit handler retries the broken file and prints a second traceback.
+        """
+        if not self._owns_writer:
+            return
+        event_writer = getattr(getattr(self.tb_writer, "file_writer", None), "event_writer", None)
+        if self._failed and event_writer is not None and hasattr(event_writer, "_closed"):
+            event_writer._closed = True
+        self.tb_writer = None
+        self._owns_writer = False
 
     def _write(self, tag: str, value: float, step: int) -> None:
         """Write one scalar and remember it if it belongs to the newest step (replayed on resume)."""

@@ -90,3 +90,13 @@ def test_trainer_end_to_end_from_the_command_line(tmp_path: Path, nproc: int) ->
         assert [e["num_losses"] for e in ends] == [8, 4, 8, 4]
         assert [e["meter_total"] for e in ends] == [128.0, 64.0, 128.0, 64.0]  # meters summed over ranks
         assert len(_phase_events(events, "on_step")) == 24 // nproc
+
+
+def test_torchvision_models_are_selectable_by_name() -> None:
+    from reference_trainer.models import build_model
+
+    model = build_model({"name": "resnet18"}, image_size=32, num_classes=4)
+    assert model.input_shape == (3, 32, 32)
+    assert model(torch.randn(2, 3, 32, 32)).shape == (2, 4)
+    with pytest.raises(ValueError, match="unknown model 'resnet_nope'"):
+        build_model({"name": "resnet_nope"}, image_size=32, num_classes=4)

@@ -12,11 +12,9 @@ from classy_hooks.core.optional import import_extra
 from classy_hooks.logging._common import (
     DISTRIBUTION,
     eval_mode,
-    has_input_shape,
-    input_from_batch,
-    input_from_shape,
     quiet_jit_deprecations,
 )
+from classy_hooks.logging.example_input import ExampleInput
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +58,7 @@ class ModelComplexityHook(ClassyHook):
         self.num_activations: Optional[int] = None
         self.flops_by_operator: dict[str, int] = {}
         self.unsupported_ops: dict[str, int] = {}
-        self._pending = False
+        self._example = ExampleInput(self.name(), "FLOPs and activations not counted", self.compute, self._report)
 
     def on_start(self, task: Any) -> None:
         self.check_task(task)
@@ -69,31 +67,12 @@ class ModelComplexityHook(ClassyHook):
         model = task.base_model
         self.num_parameters = sum(p.numel() for p in model.parameters())
         self.num_trainable_parameters = sum(p.numel() for p in model.parameters() if p.requires_grad)
-        if has_input_shape(model):
-            try:
-                inputs = input_from_shape(model)
-            except ValueError as exc:
-                logger.warning("%s: %s; FLOPs and activations not counted.", self.name(), exc)
-                self._report(model)
-                return
-            self.compute(model, inputs)
-        else:
-            self._pending = True
+        self._example.start(model)
 
     on_phase_start = ClassyHook._noop
 
     def on_step(self, task: Any) -> None:
-        if not self._pending:
-            return
-        self._pending = False
-        inputs = input_from_batch(task, batch_size=1)
-        if inputs is None:
-            logger.warning(
-                "%s: base_model has no input_shape and the batch has no 'input'; FLOPs not counted.", self.name()
-            )
-            self._report(task.base_model)
-            return
-        self.compute(task.base_model, inputs)
+        self._example.step(task)
 
     on_phase_end = ClassyHook._noop
     on_end = ClassyHook._noop

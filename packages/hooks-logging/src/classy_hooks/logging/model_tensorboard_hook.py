@@ -18,13 +18,11 @@ from classy_hooks.logging._common import (
     DISTRIBUTION,
     check_summary_writer_kwargs,
     eval_mode,
-    has_input_shape,
-    input_from_batch,
-    input_from_shape,
     quiet_jit_deprecations,
     unique_suffix,
     writer_logdir,
 )
+from classy_hooks.logging.example_input import ExampleInput
 
 logger = logging.getLogger(__name__)
 
@@ -68,7 +66,7 @@ class ModelTensorboardHook(ClassyHook):
         self.tb_writer = tb_writer
         self._writer_kwargs: dict[str, Any] | None = None
         self._owns_writer = False
-        self._pending = False
+        self._example = ExampleInput(self.name(), "no graph written", self._plot, lambda model: self._finish())
         self.graph_written = False
 
     @classmethod
@@ -96,31 +94,12 @@ class ModelTensorboardHook(ClassyHook):
                 self.name(),
             )
             return
-        if has_input_shape(task.base_model):
-            try:
-                inputs = input_from_shape(task.base_model)
-            except ValueError as exc:
-                logger.warning("%s: cannot build an input (%s); no graph written.", self.name(), exc)
-                self._finish()
-                return
-            self._plot(task.base_model, inputs)
-        else:
-            self._pending = True
+        self._example.start(task.base_model)
 
     on_phase_start = ClassyHook._noop
 
     def on_step(self, task: Any) -> None:
-        if not self._pending:
-            return
-        self._pending = False
-        inputs = input_from_batch(task, batch_size=1)
-        if inputs is None:
-            logger.warning(
-                "%s: base_model has no input_shape and the batch has no 'input'; no graph written.", self.name()
-            )
-            self._finish()
-            return
-        self._plot(task.base_model, inputs)
+        self._example.step(task)
 
     on_phase_end = ClassyHook._noop
 

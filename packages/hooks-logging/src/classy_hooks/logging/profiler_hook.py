@@ -9,7 +9,7 @@ from typing import Any
 import torch
 
 from classy_hooks.core import ClassyHook, is_primary, register_hook
-from classy_hooks.logging._common import has_input_shape, input_from_batch, input_from_shape
+from classy_hooks.logging.example_input import ExampleInput
 
 logger = logging.getLogger(__name__)
 
@@ -57,36 +57,18 @@ class ProfilerHook(ClassyHook):
         super().__init__()
         self.table: str | None = None
         self.profile: Any = None
-        self._pending = False
+        self._example = ExampleInput(self.name(), "not profiling", self.run, batch_size=None)
 
     def on_start(self, task: Any) -> None:
         self.check_task(task)
         if not is_primary():
             return
-        model = task.base_model
-        if has_input_shape(model):
-            try:
-                inputs = input_from_shape(model, batch_size=int(task.get_batchsize_per_replica()))
-            except ValueError as exc:
-                logger.warning("%s: %s; not profiling.", self.name(), exc)
-                return
-            self.run(model, inputs)
-        else:
-            self._pending = True
+        self._example.start(task.base_model, shape_batch_size=int(task.get_batchsize_per_replica()))
 
     on_phase_start = ClassyHook._noop
 
     def on_step(self, task: Any) -> None:
-        if not self._pending:
-            return
-        self._pending = False
-        inputs = input_from_batch(task, batch_size=None)
-        if inputs is None:
-            logger.warning(
-                "%s: base_model has no input_shape and the batch has no 'input'; not profiling.", self.name()
-            )
-            return
-        self.run(task.base_model, inputs)
+        self._example.step(task)
 
     on_phase_end = ClassyHook._noop
     on_end = ClassyHook._noop

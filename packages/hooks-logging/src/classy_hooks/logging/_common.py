@@ -214,3 +214,35 @@ def unique_suffix(hook: str) -> str:
 def writer_logdir(kwargs: Mapping[str, Any]) -> str | None:
     value = kwargs.get("logdir", kwargs.get("log_dir"))
     return None if value is None else str(value)
+
+
+def check_tb_writer(hook: str, tb_writer: Any, method: str) -> Any:
+    """Return `tb_writer` if it is None (non-primary ranks) or has the SummaryWriter `method` the hook calls."""
+    if tb_writer is not None and not callable(getattr(tb_writer, method, None)):
+        raise config_error(
+            hook,
+            "tb_writer",
+            f"must be a SummaryWriter (or None on non-primary ranks), got {type(tb_writer).__name__}",
+            "Pass tensorboardX.SummaryWriter(logdir), or build the hook from a config with 'summary_writer'.",
+        )
+    return tb_writer
+
+
+def create_summary_writer(hook: str, writer_kwargs: Mapping[str, Any] | None, **defaults: Any) -> Any:
+    """A tensorboardX SummaryWriter from a hook's `summary_writer` kwargs, its log dir checked first.
+
+    Each hook's event file gets its own suffix; `defaults` fill in kwargs the config did not set.
+    """
+    from classy_hooks.core.files import ensure_writable_folder
+    from classy_hooks.core.optional import import_extra
+
+    tensorboardx = import_extra("tensorboardX", hook, DISTRIBUTION, "tensorboard")
+    kwargs = dict(writer_kwargs or {})
+    logdir = writer_logdir(kwargs)
+    if logdir is not None:
+        ensure_writable_folder(hook, "summary_writer", logdir)
+    kwargs.setdefault("filename_suffix", unique_suffix(hook))
+    for key, value in defaults.items():
+        if kwargs.get(key) is None:
+            kwargs[key] = value
+    return tensorboardx.SummaryWriter(**kwargs)

@@ -11,16 +11,14 @@ from typing import Any
 import torch
 
 from classy_hooks.core import ClassyHook, is_primary, register_hook
-from classy_hooks.core.files import ensure_writable_folder
 from classy_hooks.core.optional import import_extra
-from classy_hooks.core.validation import config_error
 from classy_hooks.logging._common import (
     DISTRIBUTION,
     check_summary_writer_kwargs,
+    check_tb_writer,
+    create_summary_writer,
     eval_mode,
     quiet_jit_deprecations,
-    unique_suffix,
-    writer_logdir,
 )
 from classy_hooks.logging.example_input import ExampleInput
 
@@ -56,14 +54,7 @@ class ModelTensorboardHook(ClassyHook):
         super().__init__()
         import_extra("tensorboardX", self.name(), DISTRIBUTION, "tensorboard")
         import_extra("tensorboard", self.name(), DISTRIBUTION, "tensorboard")
-        if tb_writer is not None and not callable(getattr(tb_writer, "add_graph", None)):
-            raise config_error(
-                self.name(),
-                "tb_writer",
-                f"must be a SummaryWriter (or None on non-primary ranks), got {type(tb_writer).__name__}",
-                "Pass tensorboardX.SummaryWriter(logdir), or build the hook from a config with 'summary_writer'.",
-            )
-        self.tb_writer = tb_writer
+        self.tb_writer = check_tb_writer(self.name(), tb_writer, "add_graph")
         self._writer_kwargs: dict[str, Any] | None = None
         self._owns_writer = False
         self._example = ExampleInput(self.name(), "no graph written", self._plot, lambda model: self._finish())
@@ -136,10 +127,4 @@ class ModelTensorboardHook(ClassyHook):
             self._owns_writer = False
 
     def _create_writer(self) -> Any:
-        tensorboardx = import_extra("tensorboardX", self.name(), DISTRIBUTION, "tensorboard")
-        kwargs = dict(self._writer_kwargs or {})
-        logdir = writer_logdir(kwargs)
-        if logdir is not None:
-            ensure_writable_folder(self.name(), "summary_writer", logdir)
-        kwargs.setdefault("filename_suffix", unique_suffix(self.name()))
-        return tensorboardx.SummaryWriter(**kwargs)
+        return create_summary_writer(self.name(), self._writer_kwargs)

@@ -10,20 +10,19 @@ from typing import Any
 import torch
 
 from classy_hooks.core import ClassyHook, is_primary, register_hook
-from classy_hooks.core.files import ensure_writable_folder
 from classy_hooks.core.optional import import_extra
-from classy_hooks.core.validation import check_int, config_error
+from classy_hooks.core.validation import check_int
 from classy_hooks.logging._common import (
     DISTRIBUTION,
     as_float,
     check_summary_writer_kwargs,
+    check_tb_writer,
     clean_tag,
+    create_summary_writer,
     learning_rates,
     mean_loss,
     meter_values,
     start_sum,
-    unique_suffix,
-    writer_logdir,
 )
 
 logger = logging.getLogger(__name__)
@@ -91,14 +90,7 @@ class TensorboardPlotHook(ClassyHook):
     def __init__(self, tb_writer: Any, log_period: int = 10) -> None:
         super().__init__()
         import_extra("tensorboardX", self.name(), DISTRIBUTION, "tensorboard")
-        if tb_writer is not None and not callable(getattr(tb_writer, "add_scalar", None)):
-            raise config_error(
-                self.name(),
-                "tb_writer",
-                f"must be a SummaryWriter (or None on non-primary ranks), got {type(tb_writer).__name__}",
-                "Pass tensorboardX.SummaryWriter(logdir), or build the hook from a config with 'summary_writer'.",
-            )
-        self.tb_writer = tb_writer
+        self.tb_writer = check_tb_writer(self.name(), tb_writer, "add_scalar")
         self.log_period = check_int(self.name(), "log_period", log_period, minimum=1)
         self._writer_kwargs: dict[str, Any] | None = None
         self._owns_writer = False
@@ -304,18 +296,9 @@ class TensorboardPlotHook(ClassyHook):
         self.tb_writer.flush()
 
     def _create_writer(self, purge_step: int | None) -> Any:
-        tensorboardx = import_extra("tensorboardX", self.name(), DISTRIBUTION, "tensorboard")
-        kwargs = dict(self._writer_kwargs or {})
-        logdir = writer_logdir(kwargs)
-        if logdir is not None:
-            ensure_writable_folder(self.name(), "summary_writer", logdir)
-        kwargs.setdefault("filename_suffix", unique_suffix(self.name()))
         # tensorboardX's default queue of 10 events makes add_scalar wait on its writer thread
         # (~170 us per scalar here, ~30 us with room); the hook flushes at every phase end anyway
-        kwargs.setdefault("max_queue", 1000)
-        if purge_step is not None and kwargs.get("purge_step") is None:
-            kwargs["purge_step"] = purge_step
-        return tensorboardx.SummaryWriter(**kwargs)
+        return create_summary_writer(self.name(), self._writer_kwargs, max_queue=1000, purge_step=purge_step)
 
     def _hide_points_from(self, step: int) -> None:
         """Mark a restart at `step` in a writer we did not create (what `purge_step` does)."""

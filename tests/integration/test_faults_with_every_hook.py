@@ -288,6 +288,11 @@ def _saving(folder: Path) -> bool:
     return folder.is_dir() and any(name.endswith(".tmp") for name in os.listdir(folder))
 
 
+def settled(folder: Path, previous: int) -> bool:
+    """A save more than `previous` finished completely: `checkpoint.torch` is in place, no temp file."""
+    return len(committed_phases(folder)) > previous and (folder / "checkpoint.torch").exists() and not _saving(folder)
+
+
 def test_sigkill_during_checkpoint_save_then_resume(
     tmp_path: Path, visdom_server: VisdomServer, run_without_visdom: tuple[Path, str]
 ) -> None:
@@ -309,9 +314,11 @@ def test_sigkill_during_checkpoint_save_then_resume(
         proc, log = start_training(tmp_path, run_dir, visdom_server.port, extra=extra)
         try:
             count = len(committed_phases(checkpoints))
-            wait_for(lambda: len(committed_phases(checkpoints)) > count, proc, "a checkpoint", poll=0.002)  # noqa: B023
-            wait_for(lambda: _saving(checkpoints), proc, "a checkpoint save", poll=0.0002)
+            # a save finished: its files are renamed into place and no temp file is left (a save writes
+            # `.checkpoint.torch.*.tmp`, links it to `model_phase-N_end.torch`, then renames it last)
+            wait_for(lambda: settled(checkpoints, count), proc, "a complete checkpoint", poll=0.002)  # noqa: B023
             good = max(committed_phases(checkpoints))
+            wait_for(lambda: _saving(checkpoints), proc, "the next checkpoint save", poll=0.0002)
             proc.send_signal(signal.SIGKILL)
             proc.wait()
         finally:

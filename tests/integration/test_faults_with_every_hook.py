@@ -340,7 +340,7 @@ def test_sigkill_during_checkpoint_save_then_resume(
 
     proc, log = start_training(tmp_path, run_dir, visdom_server.port, extra=extra)
     output = finish(proc, log)
-    assert f"Resumed from {checkpoints} at phase {state['phase_idx']}" in output  # the last phase it completed
+    assert f"Resumed from {checkpoints}: phase {state['phase_idx']} was done" in output
     cleaned = [w for w in warnings_of(output) if "temporary file(s) left by an interrupted save" in w]
     assert len(cleaned) == 1, warnings_of(output)
     others = [w for w in warnings_of(output) if w not in cleaned and "fvcore has no FLOP formula" not in w]

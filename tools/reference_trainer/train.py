@@ -62,7 +62,12 @@ def main(argv: list[str] | None = None) -> int:
 
         checkpoint = load_checkpoint(args.resume)
         task.set_classy_state(checkpoint["classy_state_dict"])
-        logger.info("Resumed from %s at phase %d", args.resume, task.phase_idx)
+        logger.info(
+            "Resumed from %s: phase %d was done, continuing with phase %d",
+            args.resume,
+            task.phase_idx,
+            task.phase_idx + 1,
+        )
     try:
         task.run()
     finally:

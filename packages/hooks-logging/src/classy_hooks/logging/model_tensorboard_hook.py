@@ -118,11 +118,22 @@ class ModelTensorboardHook(ClassyHook):
         self._finish()
 
     def _finish(self) -> None:
+        """Flush the graph to disk (and close a writer the hook created); a failing disk costs a warning."""
         if self.tb_writer is None:
             return
-        self.tb_writer.flush()
+        try:
+            self.tb_writer.flush()
+            if self._owns_writer:
+                self.tb_writer.close()
+        except (OSError, ValueError) as exc:
+            logger.warning(
+                "%s: writing the graph to TensorBoard failed (%s: %s); training continues.",
+                self.name(),
+                type(exc).__name__,
+                exc,
+            )
+            self.tb_writer = None  # a broken writer is not used again
         if self._owns_writer:
-            self.tb_writer.close()
             self.tb_writer = None
             self._owns_writer = False
 

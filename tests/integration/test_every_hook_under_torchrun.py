@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,15 +14,6 @@ import torch
 from classy_hooks.model import load_checkpoint
 from helpers import ROOT, run_training, tiny_config
 from visdom_server import VisdomServer
-
-
-@pytest.fixture(scope="module")
-def visdom(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VisdomServer]:
-    server = VisdomServer(tmp_path_factory.mktemp("visdom"))
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def _every_hook_config(port: int) -> dict[str, Any]:
@@ -45,9 +35,9 @@ def _tensors_equal(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bo
 
 @pytest.mark.slow
 def test_every_hook_under_torchrun_writes_once_agrees_across_ranks_and_resumes_bit_identical(
-    tmp_path: Path, visdom: VisdomServer
+    tmp_path: Path, shared_visdom_server: VisdomServer
 ) -> None:
-    config = _every_hook_config(visdom.port)
+    config = _every_hook_config(shared_visdom_server.port)
     straight = tmp_path / "straight"
     proc = run_training(tmp_path, config, nproc=2, run_dir=straight, timeout=600)
     log = proc.stdout + proc.stderr

@@ -21,7 +21,6 @@ import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +28,7 @@ import pytest
 import torch
 
 from classy_hooks.model import load_checkpoint
-from helpers import ROOT, subprocess_env, tiny_config, train_command, write_config
+from helpers import ROOT, read_scalars, subprocess_env, tiny_config, train_command, write_config
 from visdom_server import VisdomServer
 
 pytestmark = pytest.mark.slow
@@ -133,23 +132,6 @@ def assert_same_model(a: dict[str, Any], b: dict[str, Any]) -> None:
         assert torch.equal(value, ema_b["ema_state"][key]), f"EMA {key}"
 
 
-def read_scalars(logdir: Path) -> dict[str, list[tuple[int, float]]]:
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    acc = EventAccumulator(str(logdir), size_guidance={"scalars": 0})
-    acc.Reload()
-    return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
-
-
-@pytest.fixture(scope="module")
-def visdom_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VisdomServer]:
-    server = VisdomServer(tmp_path_factory.mktemp("visdom"))
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
 @pytest.fixture(scope="module")
 def run_without_visdom(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     """A full run whose Visdom server is SIGKILLed once the first test phase is checkpointed."""
@@ -205,7 +187,7 @@ def _can_mount_private_tmpfs(folder: Path) -> bool:
 
 
 def test_tensorboard_folder_read_only_then_disk_full(
-    tmp_path: Path, visdom_server: VisdomServer, run_without_visdom: tuple[Path, str]
+    tmp_path: Path, shared_visdom_server: VisdomServer, run_without_visdom: tuple[Path, str]
 ) -> None:
     """Proves: an unwritable TensorBoard folder never costs the run or its checkpoints.
 
@@ -233,7 +215,7 @@ def test_tensorboard_folder_read_only_then_disk_full(
     if not _can_mount_private_tmpfs(tb_dir):
         pytest.skip("cannot mount a tmpfs in a private mount namespace here")
     mount = ["unshare", "-m", "sh", "-c", 'mount -t tmpfs -o size=1m tmpfs "$0" && exec "$@"', str(tb_dir)]
-    proc, log = start_training(tmp_path, tmp_path / "run", visdom_server.port, prefix=[*mount, *NO_DAC])
+    proc, log = start_training(tmp_path, tmp_path / "run", shared_visdom_server.port, prefix=[*mount, *NO_DAC])
     checkpoints = tmp_path / "run" / "checkpoints"
     try:
         view = Path(f"/proc/{proc.pid}/root") / tb_dir.relative_to("/")  # the trainer's tmpfs, seen from here
@@ -294,7 +276,7 @@ def settled(folder: Path, previous: int) -> bool:
 
 
 def test_sigkill_during_checkpoint_save_then_resume(
-    tmp_path: Path, visdom_server: VisdomServer, run_without_visdom: tuple[Path, str]
+    tmp_path: Path, shared_visdom_server: VisdomServer, run_without_visdom: tuple[Path, str]
 ) -> None:
     """Proves: a SIGKILL in the middle of a checkpoint write loses nothing, with every hook active.
 
@@ -311,7 +293,7 @@ def test_sigkill_during_checkpoint_save_then_resume(
     extra: list[str] = []
     kills = 0
     for _attempt in range(3):
-        proc, log = start_training(tmp_path, run_dir, visdom_server.port, extra=extra)
+        proc, log = start_training(tmp_path, run_dir, shared_visdom_server.port, extra=extra)
         try:
             count = len(committed_phases(checkpoints))
             # a save finished: its files are renamed into place and no temp file is left (a save writes
@@ -338,7 +320,7 @@ def test_sigkill_during_checkpoint_save_then_resume(
             break
     assert kills == 1, "no SIGKILL landed during a checkpoint save in 3 attempts"
 
-    proc, log = start_training(tmp_path, run_dir, visdom_server.port, extra=extra)
+    proc, log = start_training(tmp_path, run_dir, shared_visdom_server.port, extra=extra)
     output = finish(proc, log)
     assert f"Resumed from {checkpoints}: phase {state['phase_idx']} was done" in output
     cleaned = [w for w in warnings_of(output) if "temporary file(s) left by an interrupted save" in w]

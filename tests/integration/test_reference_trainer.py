@@ -80,7 +80,9 @@ def test_task_state_holds_only_weights_only_loadable_data(tmp_path: Path) -> Non
 @pytest.mark.parametrize("nproc", [1, 2])
 def test_trainer_end_to_end_from_the_command_line(tmp_path: Path, nproc: int) -> None:
     events_dir = tmp_path / "events"
-    config = tiny_config(imports=["integration.recording_hook"], hooks=[{"name": "recording", "folder": "{run_dir}/events"}])
+    config = tiny_config(
+        imports=["integration.recording_hook"], hooks=[{"name": "recording", "folder": "{run_dir}/events"}]
+    )
     proc = run_training(tmp_path, config, nproc=nproc, run_dir=tmp_path)
     assert "Run finished" in proc.stdout
     for rank in range(nproc):

@@ -7,16 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from classy_hooks.core import ClassyHook
+from helpers import read_scalars  # noqa: F401 - re-exported for the logging tests
 from visdom_server import SERVER_CODE, VisdomServer  # noqa: F401 - re-exported for the logging tests
-
-
-def read_scalars(logdir: Path) -> dict[str, list[tuple[int, float]]]:
-    """Every scalar series under `logdir`, read by TensorBoard's own EventAccumulator."""
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    acc = EventAccumulator(str(logdir), size_guidance={"scalars": 0, "tensors": 0})
-    acc.Reload()
-    return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
 
 
 def has_graph(logdir: Path) -> bool:

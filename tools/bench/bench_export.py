@@ -26,10 +26,11 @@ import torch
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from classy_hooks.core import LastBatch
+from classy_hooks.core.deprecations import JIT_DEPRECATION_MESSAGE
 from classy_hooks.export import OutputCSVHook, TorchExportHook, TorchscriptHook
 from reference_trainer.models import SmallCNN
 
-warnings.filterwarnings("ignore", message=r".*torch\.jit\.\w+` is deprecated")
+warnings.filterwarnings("ignore", message=JIT_DEPRECATION_MESSAGE)
 
 
 def best_of(fn: Callable[[], None], repeats: int = 5) -> float:

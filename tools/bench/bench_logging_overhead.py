@@ -38,9 +38,10 @@ import torch
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from classy_hooks.core import ClassyHook, build_hooks
+from classy_hooks.core.deprecations import JIT_DEPRECATION_MESSAGE
 from reference_trainer.task import ReferenceTask
 
-warnings.filterwarnings("ignore", message=r".*torch\.jit\.\w+` is deprecated")
+warnings.filterwarnings("ignore", message=JIT_DEPRECATION_MESSAGE)
 
 CONFIG: dict[str, Any] = {
     "seed": 0,

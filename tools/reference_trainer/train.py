@@ -16,6 +16,7 @@ import warnings
 import torch
 import torch.distributed as dist
 
+from classy_hooks.core.deprecations import JIT_DEPRECATION_MESSAGE
 from reference_trainer.task import ReferenceTask
 
 logger = logging.getLogger("reference_trainer")
@@ -39,7 +40,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def filter_known_warnings() -> None:
     """Silence the TorchScript deprecation notices of torch>=2.11 (by message only: torch 2.14 raises them as
     FutureWarning, fvcore's import as DeprecationWarning)."""
-    warnings.filterwarnings("ignore", message=r".*torch\.jit\.\w+` is deprecated")
+    warnings.filterwarnings("ignore", message=JIT_DEPRECATION_MESSAGE)
 
 
 def main(argv: list[str] | None = None) -> int:

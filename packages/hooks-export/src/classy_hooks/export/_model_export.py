@@ -5,13 +5,11 @@ Private module: the public API is the two hooks.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import logging
 import os
 import re
-import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import IO, Any, ClassVar
 
 import torch
@@ -20,12 +18,12 @@ from torch.utils import _pytree as pytree
 
 from classy_hooks.core import ClassyHook, TaskContractError, is_primary
 from classy_hooks.core.files import atomic_write, ensure_writable_folder
+from classy_hooks.core.module_modes import eval_mode
 from classy_hooks.core.validation import check_str, config_error
 
 logger = logging.getLogger(__name__)
 
 #: The TorchScript deprecation notices of torch>=2.11 (e.g. "`torch.jit.trace` is deprecated. ...").
-JIT_DEPRECATION_MESSAGE = r".*torch\.jit\.\w+` is deprecated"
 
 #: Most samples of the last batch used as the example input (export cost stays small for big batches).
 MAX_EXAMPLE_SAMPLES = 16
@@ -33,34 +31,6 @@ MAX_EXAMPLE_SAMPLES = 16
 
 class ExportError(RuntimeError):
     """The model could not be exported, or the exported file does not reproduce the eager model."""
-
-
-@contextlib.contextmanager
-def quiet_jit_deprecations() -> Iterator[None]:
-    """Hide only TorchScript's own deprecation notices, matched by message, around our jit calls.
-
-    The category is left open on purpose: torch 2.11-2.13 raise them as `DeprecationWarning`,
-    torch 2.14 as `FutureWarning`. Every other warning (e.g. a `TracerWarning`) still shows.
-    """
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=JIT_DEPRECATION_MESSAGE)
-        yield
-
-
-@contextlib.contextmanager
-def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
-    """Put every submodule in eval mode and restore each one's own `training` flag afterwards.
-
-    Restoring per module (not `model.train(previous)`) keeps deliberately frozen submodules
-    (e.g. a backbone in eval mode inside a training model) exactly as they were.
-    """
-    modes = [(module, module.training) for module in model.modules()]
-    model.eval()
-    try:
-        yield model
-    finally:
-        for module, training in modes:
-            module.training = training
 
 
 def check_device(hook: str, device: Any) -> str:

@@ -9,12 +9,12 @@ from torch import nn
 from torch.jit._trace import TracingCheckError
 
 from classy_hooks.core import register_hook
+from classy_hooks.core.deprecations import quiet_jit_deprecations
 from classy_hooks.core.validation import check_bool
 from classy_hooks.export._model_export import (
     ExportError,
     ModelExportHookBase,
     describe_failure,
-    quiet_jit_deprecations,
 )
 
 

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import contextlib
 import difflib
 import math
 import re
 import time
-import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, TypeGuard
 
 import torch
@@ -142,26 +140,6 @@ def input_from_batch(task: Any, batch_size: int | None = 1) -> tuple[Any, ...] |
     if isinstance(value, torch.Tensor):
         return (value[:batch_size].detach() if batch_size is not None else value.detach(),)
     return (value,)
-
-
-@contextlib.contextmanager
-def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
-    """Put every module in eval mode and give each one its own previous mode back afterwards."""
-    modes = [(module, module.training) for module in model.modules()]
-    model.eval()
-    try:
-        yield model
-    finally:
-        for module, mode in modes:
-            module.training = mode
-
-
-@contextlib.contextmanager
-def quiet_jit_deprecations() -> Iterator[None]:
-    """Silence only torch>=2.11's "`torch.jit.*` is deprecated" notices (fvcore and add_graph trace)."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=r".*torch\.jit\.\w+` is deprecated")
-        yield
 
 
 #: Keyword arguments tensorboardX's SummaryWriter accepts (checked before anything is created).

@@ -8,11 +8,11 @@ from typing import Any, Optional
 import torch
 
 from classy_hooks.core import ClassyHook, is_primary, register_hook
+from classy_hooks.core.deprecations import quiet_jit_deprecations
+from classy_hooks.core.module_modes import eval_mode
 from classy_hooks.core.optional import import_extra
 from classy_hooks.logging._common import (
     DISTRIBUTION,
-    eval_mode,
-    quiet_jit_deprecations,
 )
 from classy_hooks.logging.example_input import ExampleInput
 

@@ -44,6 +44,8 @@ _EXPORTS = {
     "Meter": "task",
     "Task": "task",
     "is_optimizer_step": "task",
+    "plain_state_dict": "wrapped_models",
+    "unwrap_model": "wrapped_models",
 }
 
 if TYPE_CHECKING:
@@ -73,6 +75,7 @@ if TYPE_CHECKING:
         registered_hook_names,
     )
     from classy_hooks.core.task import OPTIONAL_TASK_ATTRIBUTES, LastBatch, Meter, Task, is_optimizer_step
+    from classy_hooks.core.wrapped_models import plain_state_dict, unwrap_model
 
 
 def __getattr__(name: str) -> Any:
@@ -117,8 +120,10 @@ __all__ = [
     "is_distributed",
     "is_optimizer_step",
     "is_primary",
+    "plain_state_dict",
     "register_hook",
     "registered_hook_names",
     "set_hooks_state",
     "state_keys",
+    "unwrap_model",
 ]

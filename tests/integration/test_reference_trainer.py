@@ -102,3 +102,51 @@ def test_torchvision_models_are_selectable_by_name() -> None:
     assert model(torch.randn(2, 3, 32, 32)).shape == (2, 4)
     with pytest.raises(ValueError, match="unknown model 'resnet_nope'"):
         build_model({"name": "resnet_nope"}, image_size=32, num_classes=4)
+
+
+def test_compiled_model_trains_like_the_eager_one_with_plain_checkpoint_keys() -> None:
+    from classy_hooks.core import unwrap_model
+
+    eager = make_task([RecordingHook()], num_epochs=1)
+    eager.run()
+    compiled = make_task([RecordingHook()], num_epochs=1, compile={"backend": "aot_eager"})
+    compiled.run()
+    assert type(compiled.model).__name__ == "OptimizedModule" and unwrap_model(compiled.model) is compiled.base_model
+    state = compiled.get_classy_state()
+    assert not any("_orig_mod" in key for key in state["base_model"])
+    assert state["base_model"].keys() == eager.get_classy_state()["base_model"].keys()
+    for key, value in eager.base_model.state_dict().items():  # aot_eager runs the same kernels as eager
+        torch.testing.assert_close(state["base_model"][key], value, rtol=1e-4, atol=1e-5)
+    assert compiled.losses == pytest.approx(eager.losses, rel=1e-4)
+
+
+def test_compile_and_fsdp_options_are_checked() -> None:
+    with pytest.raises(ValueError, match="'compile' must be null, true or a dict"):
+        make_task([], compile="aot_eager")
+    with pytest.raises(ValueError, match="'fsdp': true needs torch"):
+        make_task([], fsdp=True)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("compile_options", [None, {"backend": "aot_eager"}], ids=["eager", "compiled"])
+def test_fsdp2_run_on_two_ranks_trains_like_ddp(tmp_path: Path, compile_options: dict | None) -> None:
+    """`"fsdp": true` shards the model with fully_shard (gloo, CPU) and reaches DDP's weights (same averaged grads)."""
+    imports = ["integration.recording_hook", "integration.full_model_dump_hook"]
+    results = {}
+    for mode in ("ddp", "fsdp"):
+        hooks = [
+            {"name": "recording", "folder": "{run_dir}/events"},
+            {"name": "full_model_dump", "folder": "{run_dir}/dump"},
+        ]
+        config = tiny_config(imports=imports, hooks=hooks, fsdp=mode == "fsdp", compile=compile_options)
+        (tmp_path / mode).mkdir()
+        proc = run_training(tmp_path / mode, config, nproc=2, run_dir=tmp_path / mode)
+        assert ("Model sharded with FSDP2 fully_shard over 2 ranks" in proc.stdout) == (mode == "fsdp")
+        assert ("Model compiled with torch.compile" in proc.stdout) == (compile_options is not None)
+        events = json.loads((tmp_path / mode / "events" / "events-rank1.json").read_text())
+        assert [e["num_losses"] for e in _phase_events(events, "on_phase_end")] == [8, 4, 8, 4]
+        results[mode] = torch.load(tmp_path / mode / "dump" / "model.pt", weights_only=True)
+    assert results["fsdp"].keys() == results["ddp"].keys()
+    assert not any("_orig_mod" in key or key.startswith("module.") for key in results["fsdp"])
+    for key, value in results["ddp"].items():
+        torch.testing.assert_close(results["fsdp"][key], value, rtol=1e-3, atol=1e-4, msg=key)

@@ -27,6 +27,7 @@ from classy_hooks.core import (
     get_hooks_state,
     get_rank,
     get_world_size,
+    plain_state_dict,
     registered_hook_names,
     set_hooks_state,
 )
@@ -56,6 +57,10 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "hooks": [],
     "skip_unavailable_hooks": False,
     "imports": [],
+    # {"backend": "aot_eager", ...}: torch.compile(model, **options); base_model stays the plain module
+    "compile": None,
+    # true (under torchrun): FSDP2 fully_shard on each child block and the root instead of DDP
+    "fsdp": False,
 }
 
 
@@ -70,7 +75,8 @@ class ReferenceTask:
     """Trains `model` on synthetic data for `num_epochs` train phases, with test phases in between.
 
     Build with `ReferenceTask.from_config(config)`, optionally `set_classy_state(...)` to resume,
-    then `run()`. Works on one process or under `torchrun` (gloo, DistributedDataParallel).
+    then `run()`. Works on one process or under `torchrun` (gloo, DistributedDataParallel, or FSDP2
+    with `"fsdp": true`); `"compile": {"backend": ...}` runs the model through `torch.compile`.
     """
 
     use_gpu = False
@@ -86,6 +92,10 @@ class ReferenceTask:
         data = cfg["dataset"]
         self.batch_size = int(data["batch_size"])
         self.base_model: nn.Module = build_model(cfg["model"], data["image_size"], data["num_classes"])
+        self.fsdp = bool(cfg["fsdp"])
+        self.compile_options = self._check_compile_options(cfg["compile"])
+        if self.fsdp:
+            self._shard_model()  # before the optimizer is built: fully_shard replaces the parameters
         self.train_dataset = SyntheticImages(
             data["train_samples"],
             data["num_classes"],
@@ -199,7 +209,7 @@ class ReferenceTask:
     def set_classy_state(self, state: Mapping[str, Any]) -> None:
         """Restore a state from `get_classy_state` (call before `run`, i.e. before `on_start`)."""
         self.train = state["train"]
-        self.base_model.load_state_dict(state["base_model"])
+        self.base_model.load_state_dict(plain_state_dict(state["base_model"]))  # also old `_orig_mod.` keys
         if self.optimizer is not None and state.get("optimizer") is not None:
             self.optimizer.load_state_dict(state["optimizer"])
         for meter, meter_state in zip(self.meters, state["meters"]):
@@ -253,10 +263,59 @@ class ReferenceTask:
             return torch.optim.AdamW(self.base_model.parameters(), **options)
         raise ValueError(f"reference trainer: unknown optimizer {name!r}; use 'sgd' or 'adamw'.")
 
+    @staticmethod
+    def _check_compile_options(options: Any) -> dict[str, Any] | None:
+        if options is None or options is False:
+            return None
+        if options is True:
+            return {}
+        if not isinstance(options, dict):
+            raise ValueError(
+                f"reference trainer: 'compile' must be null, true or a dict of torch.compile options "
+                f"(e.g. {{\"backend\": \"aot_eager\"}}), got {options!r}."
+            )
+        return dict(options)
+
+    def _shard_model(self) -> None:
+        """FSDP2: `fully_shard` each block (a child module with parameters; `nn.Sequential` children are
+        looked into, so the block is e.g. a conv layer or a ResNet BasicBlock), then the root."""
+        if not dist.is_initialized():
+            raise ValueError(
+                "reference trainer: 'fsdp': true needs torch.distributed; run under torchrun "
+                "(e.g. torchrun --nproc_per_node 2 tools/train.py ...) or set 'fsdp' to false."
+            )
+        from torch.distributed.fsdp import fully_shard
+
+        def shard_blocks(module: nn.Module) -> None:
+            for child in module.children():
+                if isinstance(child, nn.Sequential):
+                    shard_blocks(child)
+                elif any(True for _ in child.parameters()):
+                    fully_shard(child)
+
+        shard_blocks(self.base_model)
+        fully_shard(self.base_model)
+        logger.info("Model sharded with FSDP2 fully_shard over %d ranks (each block and the root).", get_world_size())
+
     def _wrap_distributed(self) -> None:
-        if dist.is_initialized() and dist.get_world_size() > 1 and not self._distributed_wrapped:
-            self.model = nn.parallel.DistributedDataParallel(self.base_model)
-            self._distributed_wrapped = True
+        """DDP (unless the model is sharded with FSDP2), then torch.compile on top, once."""
+        if self._distributed_wrapped:
+            return
+        model: nn.Module = self.base_model
+        if dist.is_initialized() and dist.get_world_size() > 1 and not self.fsdp:
+            model = nn.parallel.DistributedDataParallel(model)
+        if self.compile_options is not None:
+            model = torch.compile(model, **self.compile_options)  # type: ignore[assignment]
+            logger.info("Model compiled with torch.compile(%s).", self.compile_options)
+        self.model = model
+        self._distributed_wrapped = True
+
+    @torch.no_grad()
+    def _sync_buffers(self) -> None:
+        """FSDP2 shards parameters only: give every rank rank 0's buffers (BatchNorm statistics) after each
+        train forward, as DDP's broadcast_buffers does, so that the ranks never disagree on them."""
+        for buffer in self.base_model.buffers():
+            dist.broadcast(buffer, src=0)
 
     def _advance_phase(self) -> None:
         self.phase_idx += 1
@@ -303,6 +362,8 @@ class ReferenceTask:
                     group["lr"] = lr
             output = self.model(inputs)
             loss = self.loss_fn(output, target)
+            if self.fsdp:
+                self._sync_buffers()
             (loss / self.optimizer_period).backward()
             self.is_optimizer_step = (batch_idx + 1) % self.optimizer_period == 0
             if self.is_optimizer_step:

@@ -95,3 +95,29 @@ class BatchBranch(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.linear(x)
         return y * 2 if int(x.shape[0]) > 2 else y
+
+
+class HeadsVarArgs(nn.Module):
+    """Classy Vision's model-with-heads signature: `forward(*args)`, the trunk's output fed to a head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.input_shape = (3, 8, 8)
+        self.trunk = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.AdaptiveAvgPool2d(1))
+        self.head = nn.Linear(4, 2)
+
+    def forward(self, *args: torch.Tensor) -> torch.Tensor:
+        return self.head(self.trunk(args[0]).flatten(1))
+
+
+class PairInput(nn.Module):
+    """Takes one argument that is a tuple of two tensors (a batch whose "input" is a pair)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.image = nn.Linear(4, 3)
+        self.extra = nn.Linear(2, 3)
+
+    def forward(self, inputs: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        image, extra = inputs
+        return self.image(image) + self.extra(extra)

@@ -190,3 +190,56 @@ def test_unavailable_cuda_device_fails_in_on_start(tmp_path: Path, cls: type):
     hook = cls(str(tmp_path), device="cuda")
     with pytest.raises(HookConfigError, match=r"argument 'device'.*CUDA is not available"):
         hook.on_start(make_task())
+
+
+def plain_names(loaded: Any) -> set[str]:
+    """Parameter and buffer names of a loaded export (TorchScript module or torch.export program)."""
+    if isinstance(loaded, torch.export.ExportedProgram):
+        return set(loaded.state_dict)
+    return set(loaded.state_dict())
+
+
+WRAPPERS: dict[str, Callable[[nn.Module], nn.Module]] = {
+    "compiled": lambda m: torch.compile(m, backend="aot_eager"),
+    "data_parallel": nn.DataParallel,
+    "compiled_data_parallel": lambda m: torch.compile(nn.DataParallel(m), backend="aot_eager"),
+}
+
+
+@pytest.mark.parametrize("wrapper", sorted(WRAPPERS))
+def test_wrapped_model_exports_the_plain_module(tmp_path: Path, hook_factory: HookFactory, wrapper: str):
+    """A compiled / DataParallel base_model: the file holds the module inside, with its plain names."""
+    from reference_trainer.models import SmallCNN
+
+    plain = SmallCNN(num_classes=3, image_size=8, width=4)
+    plain.train()
+    wrapped = WRAPPERS[wrapper](plain)
+    x = torch.randn(6, 3, 8, 8, generator=torch.Generator().manual_seed(2))
+    wrapped(x)  # compile and run once in train mode, as a training run would
+    hook = hook_factory(tmp_path)
+    task = bare_task(wrapped)
+    hook.on_start(task)
+    hook.on_end(task)
+    assert plain.training and all(m.training for m in plain.modules()), "train mode restored"
+    exported = load_exported(hook.output_path)
+    loaded = torch.export.load(hook.output_path) if hook.output_path.endswith(".pt2") else exported
+    assert plain_names(loaded) >= {k for k, _ in plain.named_parameters()}
+    assert not [k for k in plain_names(loaded) if "_orig_mod" in k or k.startswith("module.")]
+    plain.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(exported(x), plain(x), rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(exported(x[:3]), plain(x[:3]), rtol=1e-5, atol=1e-6)
+
+
+def test_module_compiled_in_place_names_the_fix(tmp_path: Path):
+    """`model.compile()` leaves no wrapper to see through: TorchScript's error says what to do instead."""
+    from reference_trainer.models import SmallCNN
+
+    model = SmallCNN(num_classes=3, image_size=8, width=4)
+    model.compile(backend="aot_eager")
+    hook = TorchscriptHook(str(tmp_path))
+    task = bare_task(model)
+    hook.on_start(task)
+    with pytest.raises(ExportError, match=r"compiled in place.*torch.compile\(model\) instead, or use the torch_export"):
+        hook.on_end(task)
+    assert not os.path.exists(hook.output_path)

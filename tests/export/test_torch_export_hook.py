@@ -1,4 +1,4 @@
-"""TorchExportHook: arguments, dynamic batch, fixed batch, and clear failures."""
+"""TorchExportHook: arguments, dynamic batch (inputs of every structure, *args), fixed batch, clear failures."""
 
 from __future__ import annotations
 
@@ -8,10 +8,12 @@ from typing import Any
 
 import pytest
 import torch
-from export_models import DataDependent, FixedBatch
+from export_models import DataDependent, FixedBatch, HeadsVarArgs, PairInput
+from torch.utils import _pytree as pytree
 
-from classy_hooks.core import HookConfigError, build_hook
+from classy_hooks.core import HookConfigError, LastBatch, build_hook
 from classy_hooks.export import ExportError, TorchExportHook
+from classy_hooks.export.torch_export_hook import dynamic_batch_shapes
 from helpers import make_task
 
 
@@ -80,3 +82,81 @@ def test_data_dependent_control_flow_is_a_clear_error(tmp_path: Path, strict: bo
     with pytest.raises(ExportError, match=r"torch.export.export failed on DataDependent: \w+.*torch.cond"):
         run_export(TorchExportHook(str(tmp_path), strict=strict), DataDependent())
     assert not (tmp_path / "exported_program.pt2").exists()
+
+
+def test_varargs_model_exports_with_a_dynamic_batch(tmp_path: Path):
+    """`forward(*args)` (every Classy Vision model with heads): dynamic_shapes grouped under `args`."""
+    model = HeadsVarArgs().eval()
+    program = run_export(TorchExportHook(str(tmp_path)), model)
+    with torch.no_grad():
+        for size in (1, 3, 9):
+            x = torch.randn(size, 3, 8, 8)
+            torch.testing.assert_close(program.module()(x), model(x))
+
+
+def test_tuple_input_of_the_last_batch_is_one_argument_with_every_batch_dim_dynamic(tmp_path: Path):
+    model = PairInput().eval()
+    task = make_task()
+    task.base_model = model
+    pair = (torch.randn(5, 4), torch.randn(5, 2))
+    task.last_batch = LastBatch(None, None, None, {"input": pair, "target": torch.zeros(5)}, {})
+    hook = TorchExportHook(str(tmp_path))
+    hook.on_start(task)
+    hook.on_end(task)
+    module = torch.export.load(hook.output_path).module()
+    with torch.no_grad():
+        for size in (2, 7):
+            other = (torch.randn(size, 4), torch.randn(size, 2))
+            torch.testing.assert_close(module(other), model(other))
+
+
+class OneTensor(torch.nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * 2
+
+
+class StarArgs(torch.nn.Module):
+    def forward(self, *args: torch.Tensor) -> torch.Tensor:
+        return args[0] + args[1]
+
+
+class FirstAndRest(torch.nn.Module):
+    def forward(self, x: torch.Tensor, *rest: torch.Tensor) -> torch.Tensor:
+        return x + rest[0]
+
+
+class DictArgument(torch.nn.Module):
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return batch["image"] * 2
+
+
+class PairAndScale(torch.nn.Module):
+    def forward(self, pair: tuple[torch.Tensor, torch.Tensor], scale: float = 2.0) -> torch.Tensor:
+        return pair[0] * scale + pair[1]
+
+
+def ones() -> torch.Tensor:
+    return torch.ones(3, 2)
+
+
+AUTO = torch.export.Dim.AUTO
+
+
+@pytest.mark.parametrize(
+    ("module", "args", "expected"),
+    [
+        (OneTensor(), (ones(),), {"x": {0: AUTO}}),
+        (StarArgs(), (ones(), ones()), {"args": ({0: AUTO}, {0: AUTO})}),
+        (FirstAndRest(), (ones(), ones()), {"x": {0: AUTO}, "rest": ({0: AUTO},)}),
+        (DictArgument(), ({"image": ones()},), {"batch": {"image": {0: AUTO}}}),
+        (PairAndScale(), ((ones(), ones()), 3.0), {"pair": ({0: AUTO}, {0: AUTO}), "scale": None}),
+    ],
+    ids=["tensor", "star-args", "tensor-and-star-args", "dict", "tuple-and-float"],
+)
+def test_dynamic_shapes_follow_the_forward_signature(module: torch.nn.Module, args: tuple[Any, ...], expected: Any):
+    """The structure torch.export checks: one entry per bound parameter, *args grouped, containers mirrored."""
+    shapes = dynamic_batch_shapes(module, args)
+    assert shapes == expected
+    program = torch.export.export(module, args, dynamic_shapes=shapes)  # torch.export accepts the structure
+    bigger = pytree.tree_map(lambda v: torch.ones(5, 2) if isinstance(v, torch.Tensor) else v, args)
+    torch.testing.assert_close(program.module()(*bigger), module(*bigger))

@@ -20,10 +20,9 @@ from classy_hooks.core import ClassyHook, TaskContractError, is_primary
 from classy_hooks.core.files import atomic_write, ensure_writable_folder
 from classy_hooks.core.module_modes import eval_mode
 from classy_hooks.core.validation import check_str, config_error
+from classy_hooks.core.wrapped_models import unwrap_model
 
 logger = logging.getLogger(__name__)
-
-#: The TorchScript deprecation notices of torch>=2.11 (e.g. "`torch.jit.trace` is deprecated. ...").
 
 #: Most samples of the last batch used as the example input (export cost stays small for big batches).
 MAX_EXAMPLE_SAMPLES = 16
@@ -93,23 +92,61 @@ def _input_key(model: nn.Module, hook: str) -> str | None:
     )
 
 
+def plain_model(task: Any) -> nn.Module:
+    """The module the user wrote inside `task.base_model`: `torch.compile`, DDP and DataParallel seen through.
+
+    Exporting it, not the wrapper, is what works: TorchScript cannot trace a compiled module, and
+    a DDP forward on the primary rank alone would start a collective the other ranks never join.
+    """
+    model: nn.Module = unwrap_model(task.base_model)
+    return model
+
+
+def check_not_sharded(hook: str, model: nn.Module) -> None:
+    """`on_start` check on every rank: FSDP2-sharded parameters (DTensors) cannot be exported.
+
+    An FSDP2 forward all-gathers its parameters, a collective that the other ranks would never
+    join while the primary exports; and each rank holds only its shard of the weights.
+    """
+    if not torch.distributed.is_available():
+        return
+    from torch.distributed.tensor import DTensor
+
+    sharded = next((name for name, p in model.named_parameters() if isinstance(p, DTensor)), None)
+    if sharded is not None:
+        raise TaskContractError(
+            f"{hook}: task.base_model ({type(model).__name__}) is sharded with FSDP2 fully_shard (parameter "
+            f"{sharded!r} is a DTensor), so it cannot be exported on one rank. Export an unsharded copy instead: "
+            "gather the weights on every rank with torch.distributed.checkpoint.state_dict.get_model_state_dict("
+            "model, options=StateDictOptions(full_state_dict=True, cpu_offload=True)), load them into a freshly "
+            "built unsharded model on rank 0 and run the hook there (or export from the saved checkpoint); "
+            "remove this hook from FSDP runs."
+        )
+
+
+def _example_leaves_ok(value: Any) -> bool:
+    leaves = pytree.tree_leaves(value)
+    return bool(leaves) and all(isinstance(t, torch.Tensor) and t.dim() >= 1 and t.shape[0] >= 1 for t in leaves)
+
+
 def example_args(hook: str, task: Any, model: nn.Module, min_batch: int = 1) -> tuple[Any, ...]:
     """Positional arguments for one forward of `model` on a real input.
 
     Prefers the input of `task.last_batch` (real data with its real dtype, so models taking token
-    ids or uint8 images work), at most `MAX_EXAMPLE_SAMPLES` samples of it; falls back to a seeded
-    random batch of `model.input_shape`. With `model.input_key`, the tensor is passed as
-    `{input_key: tensor}`. The batch is repeated up to `min_batch` samples when needed.
+    ids or uint8 images work): a tensor, or a tuple/list/dict of tensors passed as one argument
+    (as a Classy Vision model receives `sample["input"]`), at most `MAX_EXAMPLE_SAMPLES` samples of
+    each; falls back to a seeded random batch of `model.input_shape`. With `model.input_key`, the
+    input is passed as `{input_key: input}`. The batch is repeated up to `min_batch` samples when needed.
     """
     key = _input_key(model, hook)
-    tensor: torch.Tensor | None = None
+    example: Any = None
     last_batch = getattr(task, "last_batch", None)
     sample = getattr(last_batch, "sample", None) if last_batch is not None else None
     if isinstance(sample, Mapping):
         candidate = sample.get(key or "input")
-        if isinstance(candidate, torch.Tensor) and candidate.dim() >= 1 and candidate.shape[0] >= 1:
-            tensor = candidate.detach()[:MAX_EXAMPLE_SAMPLES]
-    if tensor is None:
+        if _example_leaves_ok(candidate):
+            example = pytree.tree_map(lambda t: t.detach()[:MAX_EXAMPLE_SAMPLES], candidate)
+    if example is None:
         shape = getattr(model, "input_shape", None)
         if not (isinstance(shape, Sequence) and shape and all(isinstance(d, int) and d > 0 for d in shape)):
             raise TaskContractError(
@@ -118,11 +155,17 @@ def example_args(hook: str, task: Any, model: nn.Module, min_batch: int = 1) -> 
                 "per-sample shape (no batch dimension), e.g. (3, 224, 224), or export after a phase has run."
             )
         generator = torch.Generator().manual_seed(0)
-        tensor = torch.randn(max(4, min_batch), *shape, generator=generator)
-    if tensor.shape[0] < min_batch:
-        repeats = -(-min_batch // tensor.shape[0])
-        tensor = tensor.repeat(repeats, *([1] * (tensor.dim() - 1)))[:min_batch]
-    return ({key: tensor},) if key else (tensor,)
+        example = torch.randn(max(4, min_batch), *shape, generator=generator)
+    example = pytree.tree_map(lambda t: _repeat_to(t, min_batch), example)
+    return ({key: example},) if key else (example,)
+
+
+def _repeat_to(tensor: torch.Tensor, min_batch: int) -> torch.Tensor:
+    """`tensor` with its samples repeated until it has at least `min_batch` of them."""
+    if tensor.shape[0] >= min_batch:
+        return tensor
+    repeats = -(-min_batch // tensor.shape[0])
+    return tensor.repeat(repeats, *([1] * (tensor.dim() - 1)))[:min_batch]
 
 
 def batch_slice(args: tuple[Any, ...], size: int) -> tuple[Any, ...]:
@@ -197,7 +240,8 @@ def describe_failure(exc: BaseException) -> str:
 class ModelExportHookBase(ClassyHook):
     """Shared `on_start` / `on_end` flow of the two export hooks (not registered itself).
 
-    `on_end`, on the primary rank only: put `task.base_model` in eval mode (restored afterwards),
+    `on_end`, on the primary rank only: take the plain module of `task.base_model` (through
+    `torch.compile`, DDP, DataParallel; see `plain_model`), put it in eval mode (restored afterwards),
     compute the eager outputs on a real input, convert (`_convert`), write the file atomically,
     load it back from the temporary file and compare its outputs with the eager ones. Only a
     file that passed the comparison replaces `<folder>/<file_name>`; otherwise `ExportError`.
@@ -221,10 +265,11 @@ class ModelExportHookBase(ClassyHook):
     on_phase_end = ClassyHook._noop
 
     def on_start(self, task: Any) -> None:
-        """Primary rank: check `task.base_model`, the folder (created if missing, writable) and the device."""
+        """Check `task.base_model` (every rank: not FSDP-sharded); primary: the folder and the device."""
+        self.check_task(task)
+        check_not_sharded(self.name(), plain_model(task))
         if not is_primary():
             return
-        self.check_task(task)
         ensure_writable_folder(self.name(), self._folder_arg, self.folder)
         check_device_available(self.name(), self.device)
 
@@ -261,10 +306,10 @@ class ModelExportHookBase(ClassyHook):
             ) from exc
 
     def on_end(self, task: Any) -> None:
-        """Primary rank: export `task.base_model`, verify the file, then move it into place."""
+        """Primary rank: export the plain module of `task.base_model`, verify the file, then move it into place."""
         if not is_primary():
             return
-        model: nn.Module = task.base_model
+        model = plain_model(task)
         target = torch.device(self.device)
         hook = self.name()
         with eval_mode(model):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 from typing import IO, Any
 
@@ -35,11 +36,15 @@ class TorchExportHook(ModelExportHookBase):
       file, loads it back with `torch.export.load`, and renames it into place only if its outputs
       match the eager model's. Otherwise `ExportError`; the previous file is left intact.
 
-    `dynamic_batch=True` marks dimension 0 of the input `Dim.AUTO`: the batch size stays dynamic
+    `dynamic_batch=True` marks dimension 0 of every input tensor `Dim.AUTO` (`dynamic_shapes` follows
+    the forward signature, `forward(*args)` included): the batch size stays dynamic
     when the model allows it, and is fixed to the example's batch size (with a warning) when the
     model pins it (e.g. a reshape with a constant). The example batch then has at least 2 samples,
     since torch.export specialises sizes 0 and 1. With a dynamic batch, parity is also checked on
     half of the example batch.
+
+    Of a `torch.compile`d, DDP or DataParallel `base_model` the module inside is exported (its
+    plain parameter names); an FSDP2-sharded one is refused in `on_start` on every rank.
 
     What it reads: `task.base_model` (optional `input_shape`, `input_key`) and
     `task.last_batch.sample["input"]` (up to 16 samples of the last batch are the example input;
@@ -60,10 +65,7 @@ class TorchExportHook(ModelExportHookBase):
         return 2 if self.dynamic_batch else 1
 
     def _convert(self, model: nn.Module, args: tuple[Any, ...]) -> Any:
-        dynamic_shapes = None
-        if self.dynamic_batch:
-            auto = torch.export.Dim.AUTO
-            dynamic_shapes = pytree.tree_map(lambda t: {0: auto} if isinstance(t, torch.Tensor) else None, args)
+        dynamic_shapes = dynamic_batch_shapes(model, args) if self.dynamic_batch else None
         try:
             exported = torch.export.export(model, args, dynamic_shapes=dynamic_shapes, strict=self.strict)
         except Exception as exc:
@@ -95,6 +97,21 @@ class TorchExportHook(ModelExportHookBase):
 
     def _describe(self, exported: Any) -> str:
         return ", dynamic batch" if self._accepts_other_batch_sizes(exported) else ", static batch"
+
+
+def dynamic_batch_shapes(model: nn.Module, args: tuple[Any, ...]) -> dict[str, Any]:
+    """`dynamic_shapes` marking dimension 0 of every input tensor `Dim.AUTO`, keyed like `model.forward`'s parameters.
+
+    torch.export matches `dynamic_shapes` against the inputs bound to the forward signature, so a
+    `forward(*args)` model (every Classy Vision model with heads) needs the specs of its inputs
+    grouped under the `*args` name, not one spec per positional input.
+    """
+    bound = inspect.signature(model.forward).bind(*args).arguments
+    auto = torch.export.Dim.AUTO
+    return {
+        name: pytree.tree_map(lambda t: {0: auto} if isinstance(t, torch.Tensor) else None, value)
+        for name, value in bound.items()
+    }
 
 
 def _first_input_shape(exported: Any) -> tuple[Any, ...]:

@@ -17,6 +17,9 @@ from classy_hooks.export._model_export import (
     describe_failure,
 )
 
+#: What torch.jit.trace says when it meets a `torch.compile`d function inside the model.
+_DYNAMO_TRACE_ERROR = "dynamo-optimized function"
+
 
 @register_hook("torchscript")
 class TorchscriptHook(ModelExportHookBase):
@@ -36,6 +39,9 @@ class TorchscriptHook(ModelExportHookBase):
       renamed into place. Otherwise `ExportError` says by how much they differ, and the previous
       file is left intact. A model that cannot be traced or scripted raises `ExportError` naming
       the cause.
+
+    Of a `torch.compile`d, DDP or DataParallel `base_model` the module inside is exported (its
+    plain parameter names); an FSDP2-sharded one is refused in `on_start` on every rank.
 
     What it reads: `task.base_model` (and its optional `input_shape`, `input_key`) and
     `task.last_batch.sample["input"]` (the example input: up to 16 samples of the last batch;
@@ -65,7 +71,11 @@ class TorchscriptHook(ModelExportHookBase):
                 return torch.jit.script(model)
         except Exception as exc:
             fix = (
-                "The traced graph does not reproduce the model on the same input (randomness or Python "
+                "TorchScript cannot trace through torch.compile: the hook exports the module inside "
+                "torch.compile(model), but not a module compiled in place (model.compile()) or one with compiled "
+                "submodules; compile with torch.compile(model) instead, or use the torch_export hook."
+                if _DYNAMO_TRACE_ERROR in str(exc)
+                else "The traced graph does not reproduce the model on the same input (randomness or Python "
                 "state in forward); make forward deterministic in eval mode, or pass use_trace=False."
                 if isinstance(exc, TracingCheckError)
                 else "If the model returns lists or dicts, pass trace_strict=False; if its control flow depends "

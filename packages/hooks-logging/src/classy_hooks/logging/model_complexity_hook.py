@@ -11,6 +11,7 @@ from classy_hooks.core import ClassyHook, is_primary, register_hook
 from classy_hooks.core.deprecations import quiet_jit_deprecations
 from classy_hooks.core.module_modes import eval_mode
 from classy_hooks.core.optional import import_extra
+from classy_hooks.core.wrapped_models import unwrap_model
 from classy_hooks.logging._common import (
     DISTRIBUTION,
 )
@@ -41,7 +42,8 @@ class ModelComplexityHook(ClassyHook):
     and on other ranks), `flops_by_operator`, `unsupported_ops`, and `get_summary()`. A log line
     states them with their unit, a table breaks FLOPs down by module, and operators fvcore has no
     formula for (residual adds, pooling, activations...) are listed by name and count, since
-    they are counted as 0. A model fvcore cannot trace costs a warning, not the run.
+    they are counted as 0. A model fvcore cannot trace costs a warning, not the run. The module
+    inside a `torch.compile` / DDP wrapper is the one traced (fvcore cannot trace a compiled one).
 
     What it reads: `task.base_model` (and its optional `input_shape`, `input_key`) and
     `task.last_batch.sample["input"]`.
@@ -79,6 +81,7 @@ class ModelComplexityHook(ClassyHook):
 
     def compute(self, model: torch.nn.Module, inputs: tuple[Any, ...]) -> None:
         """Count FLOPs and activations of `model` on `inputs` (positional args), then log them."""
+        model = unwrap_model(model)  # jit tracing cannot enter a torch.compile wrapper
         if self.num_parameters is None:
             self.num_parameters = sum(p.numel() for p in model.parameters())
             self.num_trainable_parameters = sum(p.numel() for p in model.parameters() if p.requires_grad)

@@ -14,6 +14,7 @@ from classy_hooks.core import ClassyHook, is_primary, register_hook
 from classy_hooks.core.deprecations import quiet_jit_deprecations
 from classy_hooks.core.module_modes import eval_mode
 from classy_hooks.core.optional import import_extra
+from classy_hooks.core.wrapped_models import unwrap_model
 from classy_hooks.logging._common import (
     DISTRIBUTION,
     check_summary_writer_kwargs,
@@ -39,7 +40,8 @@ class ModelTensorboardHook(ClassyHook):
       the first sample of `task.last_batch.sample["input"]` instead.
 
     The model is traced in eval mode under `torch.no_grad()`, and every module gets its own
-    mode back afterwards. A model that cannot be traced (dict outputs, data-dependent control
+    mode back afterwards. Of a `torch.compile` / DDP wrapper, the module inside is traced (a
+    compiled one cannot be). A model that cannot be traced (dict outputs, data-dependent control
     flow, ...) costs a warning, never the run. The writer is flushed, and closed if the hook
     created it. Tracing uses `torch.jit.trace` (through tensorboardX, which needs the
     `tensorboard` package for the graph protos).
@@ -98,6 +100,7 @@ class ModelTensorboardHook(ClassyHook):
         self._finish()
 
     def _plot(self, model: torch.nn.Module, inputs: tuple[Any, ...]) -> None:
+        model = unwrap_model(model)  # jit tracing cannot enter a torch.compile wrapper
         assert self.tb_writer is not None
         printed = io.StringIO()  # tensorboardX print()s tracing errors; keep them out of the user's stdout
         try:

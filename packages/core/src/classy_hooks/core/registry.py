@@ -8,7 +8,8 @@ without importing `classy_hooks.model` first.
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Mapping, Sequence
+import sys
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from classy_hooks.core.classy_hook import ClassyHook
@@ -85,7 +86,11 @@ def _entry_points() -> dict[str, EntryPoint]:
     # imported here: importlib.metadata costs ~40 ms, paid only when a name is not registered yet
     from importlib.metadata import entry_points
 
-    return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
+    if sys.version_info >= (3, 10):
+        found: Iterable[EntryPoint] = entry_points(group=ENTRY_POINT_GROUP)
+    else:  # Python 3.9: entry_points() takes no argument and maps each group to its entry points
+        found = entry_points().get(ENTRY_POINT_GROUP, ())
+    return {ep.name: ep for ep in found}
 
 
 def get_hook_class(name: str) -> type[ClassyHook]:

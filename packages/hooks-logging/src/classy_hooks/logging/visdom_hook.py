@@ -22,6 +22,13 @@ REQUEST_TIMEOUT = 10.0
 QUEUE_SIZE = 256
 #: Seconds `on_end` waits for queued updates to reach the server.
 DRAIN_TIMEOUT = 30.0
+#: visdom is published only as a source archive whose setup.py imports pkg_resources, which setuptools 82 removed:
+#: pip builds it only under a `setuptools<82` build constraint (--build-constraint needs pip >= 25.3). The root
+#: README prints this same line, and tests/integration run it as printed.
+INSTALL_COMMAND = (
+    "python -m pip install -U 'pip>=25.3' && echo 'setuptools<82' > build-constraints.txt && "
+    "pip install 'classy-hooks-logging[visdom]' --build-constraint build-constraints.txt"
+)
 
 
 def _check_port(hook: str, port: Any) -> int:
@@ -65,7 +72,7 @@ class VisdomHook(ClassyHook):
 
     def __init__(self, server: str, port: Union[int, str], env: str = "main", title_suffix: str = "") -> None:
         super().__init__()
-        import_extra("visdom", self.name(), DISTRIBUTION, "visdom")
+        import_extra("visdom", self.name(), DISTRIBUTION, "visdom", INSTALL_COMMAND)
         self.server = check_str(self.name(), "server", server)
         if "://" not in self.server:
             raise config_error(
@@ -145,7 +152,7 @@ class VisdomHook(ClassyHook):
         return f"{self.env}:{window}"
 
     def _connect(self) -> Any:
-        visdom = import_extra("visdom", self.name(), DISTRIBUTION, "visdom")
+        visdom = import_extra("visdom", self.name(), DISTRIBUTION, "visdom", INSTALL_COMMAND)
 
         class _Client(visdom.Visdom):  # type: ignore[misc, name-defined]
             def _handle_post(self, url: str, data: Any = None) -> str:

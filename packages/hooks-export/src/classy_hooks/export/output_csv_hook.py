@@ -22,8 +22,8 @@ from classy_hooks.core import (
     is_primary,
     register_hook,
 )
-from classy_hooks.core.errors import HookConfigError
 from classy_hooks.core.files import atomic_write, ensure_writable_folder, fsync_dir
+from classy_hooks.core.shared_folder import check_shared_folder
 from classy_hooks.core.validation import check_str, config_error
 
 logger = logging.getLogger(__name__)
@@ -104,16 +104,13 @@ class OutputCSVHook(ClassyHook):
             for stale in glob.glob(os.path.join(glob.escape(self.folder), f".{FILE_NAME}.phase*.rank*.part")):
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(stale)
-        if is_distributed():
-            barrier()
-            if not is_primary():
-                try:
-                    ensure_writable_folder(self.name(), "folder", self.folder, create=False)
-                except HookConfigError as exc:
-                    raise HookConfigError(
-                        f"{exc} Rank {get_rank()} cannot use the folder the primary rank created: under "
-                        "torch.distributed every rank writes its part file there, so it must be a shared folder."
-                    ) from exc
+        check_shared_folder(
+            self.name(),
+            "folder",
+            self.folder,
+            why="Under torch.distributed every rank writes its part file there",
+            fix="Pass a folder on a shared file system.",
+        )
 
     def on_phase_start(self, task: Any) -> None:
         """Empty the buffers of the previous phase."""

@@ -73,6 +73,21 @@ def train_command(config_path: Path, run_dir: Path, nproc: int = 1, extra: Seque
     ]
 
 
+def torchrun_command(script: Path, args: Sequence[str] = (), nproc: int = 2) -> list[str]:
+    """The command line that runs a test worker script on `nproc` gloo ranks under torchrun."""
+    return [
+        str(VENV_BIN / "torchrun"),
+        "--nproc_per_node",
+        str(nproc),
+        "--master_addr",
+        "127.0.0.1",
+        "--master_port",
+        str(free_port()),
+        str(script),
+        *args,
+    ]
+
+
 def run_training(
     tmp_path: Path,
     config: dict[str, Any],

@@ -44,7 +44,9 @@ def _set_all(model: nn.Module, value: float) -> None:
 def test_constructor_from_config_and_build_hook() -> None:
     hook = ExponentialMovingAverageModelHook(0.9)
     assert (hook.decay, hook.consider_bn_buffers, hook.device, hook.warmup_steps) == (0.9, True, "gpu", 0)
+    assert hook.ema_dtype == "auto"
     assert isinstance(ExponentialMovingAverageModelHook.from_config({"decay": 0.5, "device": "cpu"}), type(hook))
+    assert ExponentialMovingAverageModelHook.from_config({"decay": 0.5, "ema_dtype": "float64"}).ema_dtype == "float64"
     built = build_hook({"name": "ema_model_weights", "decay": 0.99, "consider_bn_buffers": False})
     assert isinstance(built, ExponentialMovingAverageModelHook) and not built.consider_bn_buffers
 
@@ -59,6 +61,8 @@ def test_constructor_from_config_and_build_hook() -> None:
         ({"decay": 0.9, "device": "crazy_hardware"}, "device"),
         ({"decay": 0.9, "consider_bn_buffers": "yes"}, "consider_bn_buffers"),
         ({"decay": 0.9, "warmup_steps": -1}, "warmup_steps"),
+        ({"decay": 0.9, "ema_dtype": "fp8"}, "ema_dtype"),
+        ({"decay": 0.9, "ema_dtype": None}, "ema_dtype"),
         ({"decay": 0.9, "decy": 1}, "decy"),
         ({}, "decay"),
     ],
@@ -69,10 +73,15 @@ def test_bad_config_is_a_value_error(config: dict[str, Any], argument: str) -> N
     assert issubclass(HookConfigError, ValueError)
 
 
-def test_update_is_exact_for_every_floating_dtype_and_copies_integers() -> None:
+@pytest.mark.parametrize(
+    ("ema_dtype", "bf16_average"), [("param", torch.bfloat16), ("auto", torch.float32), ("float32", torch.float32)]
+)
+def test_update_is_exact_for_every_floating_dtype_and_copies_integers(
+    ema_dtype: str, bf16_average: torch.dtype
+) -> None:
     model = MixedModel()
     _set_all(model, 0.0)
-    hook = ExponentialMovingAverageModelHook(0.75, device="cpu")
+    hook = ExponentialMovingAverageModelHook(0.75, device="cpu", ema_dtype=ema_dtype)
     task = _task(model)
     hook.on_start(task)
     _set_all(model, 1.0)
@@ -86,7 +95,8 @@ def test_update_is_exact_for_every_floating_dtype_and_copies_integers() -> None:
         else:
             tol = 1e-2 if tensor.dtype == torch.bfloat16 else 1e-6
             assert torch.allclose(tensor.double(), torch.full_like(tensor, expected).double(), atol=tol), name
-    assert {t.dtype for t in ema.values()} == {torch.float32, torch.float64, torch.bfloat16, torch.int64}
+    assert ema["c"].dtype == bf16_average
+    assert ema["b.weight"].dtype == (torch.float32 if ema_dtype == "float32" else torch.float64)
     assert hook.state.num_updates == 3
 
 
@@ -100,15 +110,23 @@ class _OpRecorder(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
-def test_one_fused_op_per_device_dtype_group_and_no_host_sync() -> None:
+@pytest.mark.parametrize(
+    ("ema_dtype", "ops"),
+    [
+        ("param", ["_foreach_copy_", "_foreach_lerp_", "_foreach_lerp_", "_foreach_lerp_"]),
+        # the bf16 parameter's fp32 average: mul_ + add_ read the bf16 weights as they are (no cast copy)
+        ("auto", ["_foreach_add_", "_foreach_copy_", "_foreach_lerp_", "_foreach_lerp_", "_foreach_mul_"]),
+    ],
+)
+def test_one_fused_op_per_device_dtype_group_and_no_host_sync(ema_dtype: str, ops: list[str]) -> None:
     model = MixedModel()
-    hook = ExponentialMovingAverageModelHook(0.9)
+    hook = ExponentialMovingAverageModelHook(0.9, ema_dtype=ema_dtype)
     task = _task(model)
     hook.on_start(task)
     hook.on_step(task)  # builds the groups
     with _OpRecorder() as recorder:
         hook.on_step(task)
-    assert sorted(recorder.ops) == ["_foreach_copy_", "_foreach_lerp_", "_foreach_lerp_", "_foreach_lerp_"]
+    assert sorted(recorder.ops) == ops
     assert not any(op in recorder.ops for op in ("_local_scalar_dense", "item", "to", "_to_copy"))
 
 
@@ -156,20 +174,23 @@ def _storages(*groups: Any) -> int:
     return sum(seen.values())
 
 
-def test_the_hook_holds_one_extra_copy_before_and_after_swaps() -> None:
+@pytest.mark.parametrize("ema_dtype", ["param", "auto"])
+def test_the_hook_holds_one_extra_copy_before_and_after_swaps(ema_dtype: str) -> None:
     model = MixedModel()
-    hook = ExponentialMovingAverageModelHook(0.9)
+    hook = ExponentialMovingAverageModelHook(0.9, ema_dtype=ema_dtype)
     task = _task(model)
     hook.on_start(task)
     live = list(model.parameters()) + list(model.buffers())
     one_copy = _storages(live)
+    # "param": the copy is the model's size; "auto": the bf16 parameter's average is fp32 (2 x its bytes)
+    extra = one_copy if ema_dtype == "param" else one_copy + model.c.numel() * 2
     for train in (False, True, False):
         task.train = train
         hook.on_phase_start(task)
         held = [v for v in vars(hook.state).values() if isinstance(v, torch.Tensor)] + list(
             hook.state.ema_state.values()
         )
-        assert _storages(list(model.parameters()) + list(model.buffers()), held) == 2 * one_copy
+        assert _storages(list(model.parameters()) + list(model.buffers()), held) == one_copy + extra
 
 
 def test_task_ema_false_evaluates_the_training_weights() -> None:
@@ -245,3 +266,120 @@ def test_in_the_reference_loop_evaluation_uses_ema_weights() -> None:
     assert hook.state.swapped and hook.state.num_updates == 8
     hook.swap(task)
     assert not hook.state.swapped
+
+
+def _bf16_ulp(x: torch.Tensor) -> torch.Tensor:
+    """Distance from each bf16 value to the next one up in magnitude (as float64)."""
+    b = x.to(torch.bfloat16).abs()
+    return (torch.nextafter(b, torch.full_like(b, float("inf"))) - b).double()
+
+
+@pytest.mark.parametrize("ema_dtype", ["auto", "param"])
+def test_bf16_weights_track_a_float64_reference_within_bf16_rounding(
+    ema_dtype: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """300 steps of decay 0.9999 on bf16 weights with a test phase half way, against an fp64 EMA of the same weights."""
+    decay, steps = 0.9999, 300
+    gen = torch.Generator().manual_seed(0)
+    model = nn.Linear(64, 64).to(torch.bfloat16)
+    hook = ExponentialMovingAverageModelHook(decay, ema_dtype=ema_dtype)
+    task = _task(model)
+    with caplog.at_level(logging.WARNING):
+        hook.on_start(task)
+    reference = {n: p.detach().double().clone() for n, p in model.named_parameters()}
+    start = {n: r.clone() for n, r in reference.items()}
+    for step in range(steps):
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(torch.randn(p.shape, generator=gen).to(torch.bfloat16), alpha=0.01)
+        hook.on_step(task)
+        for n, p in model.named_parameters():
+            reference[n].lerp_(p.detach().double(), 1 - decay)
+        if step == steps // 2:  # a test phase: the average is cast into the model and back
+            training = {n: p.detach().clone() for n, p in model.named_parameters()}
+            task.train = False
+            hook.on_phase_start(task)
+            rounded_at_test = {n: p.detach().double().clone() for n, p in model.named_parameters()}
+            task.train = True
+            hook.on_phase_start(task)
+            for n, p in model.named_parameters():
+                assert torch.equal(p, training[n])  # training resumes from the exact training weights
+    task.train = False
+    hook.on_phase_start(task)  # the final test phase evaluates the average, in bf16
+    for n, p in model.named_parameters():
+        ref, evaluated = reference[n], p.detach().double()
+        moved = (ref - start[n]).abs().mean()
+        error = (evaluated - ref).abs()
+        if ema_dtype == "auto":
+            assert p.dtype == torch.bfloat16 and hook.state.ema_state[n].dtype == torch.float32
+            # within bf16 rounding: half an ulp for the final cast, half an ulp for the one at the test phase
+            bound = (_bf16_ulp(ref) + _bf16_ulp(rounded_at_test[n])) / 2
+            assert bool((error <= bound * (1 + 1e-3)).all()), n
+            assert float(error.mean()) < 0.1 * float(moved), n
+        else:  # Classy Vision's bf16 average: updates of 1e-4 of the distance round away, the EMA stays put
+            assert float((p.detach().double() == start[n]).double().mean()) > 0.9, n
+            assert float(error.mean()) > 0.9 * float(moved), n
+    frozen_warning = "cannot move" in caplog.text
+    assert frozen_warning == (ema_dtype == "param")
+
+
+def test_a_low_precision_average_that_cannot_move_is_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING):
+        ExponentialMovingAverageModelHook(0.9999, ema_dtype="bfloat16").on_start(_task(nn.Linear(2, 2)))
+    assert "ExponentialMovingAverageModelHook" in caplog.text and "decay=0.9999" in caplog.text
+    assert "torch.bfloat16" in caplog.text and "ema_dtype='auto'" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        ExponentialMovingAverageModelHook(1 - 1e-8).on_start(_task(nn.Linear(2, 2)))  # below float32's too
+        assert "torch.float32" in caplog.text
+        caplog.clear()
+        ExponentialMovingAverageModelHook(0.9999).on_start(_task(nn.Linear(2, 2).to(torch.bfloat16)))  # auto: fp32
+        ExponentialMovingAverageModelHook(1.0).on_start(_task(nn.Linear(2, 2)))  # frozen on purpose
+        ExponentialMovingAverageModelHook(0.99, ema_dtype="bfloat16").on_start(_task(nn.Linear(2, 2)))
+    assert caplog.text == ""
+
+
+def test_prepare_to_load_lays_out_the_state_to_load_into_in_place() -> None:
+    model = MixedModel()
+    saved = ExponentialMovingAverageModelHook(0.9)
+    task = _task(model)
+    saved.on_start(task)
+    _set_all(model, 3.0)
+    saved.on_step(task)
+    _set_all(model, 1.0)
+    hook = ExponentialMovingAverageModelHook(0.9)
+    hook.prepare_to_load(task)
+    target = hook.get_classy_state()["ema_state"]
+    assert {n: (t.shape, t.dtype) for n, t in target.items()} == {
+        n: (t.shape, t.dtype) for n, t in saved.state.ema_state.items()
+    }
+    assert target["c"].dtype == torch.float32 and torch.equal(target["a.weight"], model.a.weight)
+    for name, tensor in target.items():  # what an in-place loader (torch.distributed.checkpoint) does
+        tensor.copy_(saved.state.ema_state[name])
+    hook.on_start(task)
+    for name, tensor in saved.state.ema_state.items():
+        assert torch.equal(hook.state.ema_state[name], tensor)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="device='cpu' with a CUDA model needs a GPU")
+def test_cpu_ema_of_a_cuda_model_reads_complete_copies() -> None:
+    """The weights change on the GPU right before each update: a copy read before it lands would be stale."""
+    model = nn.Sequential(nn.Linear(2048, 2048), nn.BatchNorm1d(2048)).cuda()
+    hook = ExponentialMovingAverageModelHook(0.5, device="cpu")
+    task = _task(model)
+    hook.on_start(task)
+    reference = {n: p.detach().cpu().double() for n, p in model.named_parameters()}
+    x = torch.randn(2048, 2048, device="cuda")
+    for _ in range(5):
+        with torch.no_grad():
+            for _ in range(10):  # queue long kernels that write into the weights
+                model[0].weight.copy_(torch.tanh(x @ model[0].weight))
+        hook.on_step(task)
+        for n, p in model.named_parameters():
+            reference[n].lerp_(p.detach().cpu().double(), 0.5)
+    assert {t.device.type for t in hook.state.ema_state.values()} == {"cpu"}
+    for n, ref in reference.items():
+        assert torch.allclose(hook.state.ema_state[n].double(), ref, atol=1e-5), n
+    task.train = False
+    hook.on_phase_start(task)
+    assert torch.allclose(model[0].weight.cpu().double(), reference["0.weight"], atol=1e-5)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
@@ -12,8 +12,29 @@ from torch import nn
 from classy_hooks.core import ClassyHook, ClassyHookState, is_optimizer_step, register_hook
 from classy_hooks.core.errors import HookConfigError
 from classy_hooks.core.validation import check_bool, check_choice, check_float, check_int
+from classy_hooks.model.sharded_tensors import (
+    fsdp_modules,
+    is_sharded,
+    local_part,
+    reshard,
+    same_layout,
+    shard_full_tensor,
+    sharded_like,
+)
 
 logger = logging.getLogger(__name__)
+
+#: `ema_dtype` choices: "auto" = float32 for bf16/fp16 tensors, their own dtype otherwise; "param" = always
+#: the tensor's own dtype (Classy Vision's behaviour); or one floating dtype for every floating tensor.
+EMA_DTYPES: dict[str, torch.dtype | None] = {
+    "auto": None,
+    "param": None,
+    "float32": torch.float32,
+    "float64": torch.float64,
+    "bfloat16": torch.bfloat16,
+    "float16": torch.float16,
+}
+LOW_PRECISION = (torch.bfloat16, torch.float16)
 
 
 def tracked_tensors(model: nn.Module, consider_bn_buffers: bool) -> Iterator[tuple[str, torch.Tensor, bool]]:
@@ -32,6 +53,14 @@ def tracked_tensors(model: nn.Module, consider_bn_buffers: bool) -> Iterator[tup
                         yield f"{module_name}.{buffer_name}" if module_name else buffer_name, buffer, False
 
 
+class _Group(NamedTuple):
+    """EMA tensors and the model tensors they follow (local shards), updated by one fused op."""
+
+    emas: list[torch.Tensor]
+    lives: list[torch.Tensor]
+    how: str  # "lerp": same device and dtype; "promote": same device, wider EMA dtype; "fetch": other device
+
+
 class EmaState(ClassyHookState):
     """Checkpointed state of the EMA hook."""
 
@@ -44,26 +73,43 @@ class EmaState(ClassyHookState):
 class ExponentialMovingAverageModelHook(ClassyHook):
     """Keep an exponential moving average (EMA) of the model weights; evaluate test phases with it.
 
-    When it acts: `on_start` creates the EMA copy (or moves a restored one to its device).
-    `on_step`, in train phases and only on optimizer steps (not on gradient-accumulation
-    micro-steps), updates `ema = decay * ema + (1 - decay) * weight` with one fused
-    `torch._foreach_lerp_` per (device, dtype) group, for every floating dtype (fp16, bf16, fp32,
-    fp64); integer buffers such as `num_batches_tracked` are copied, not averaged. There is no host
-    sync per step. `on_phase_start` swaps the EMA weights into the model for test phases (unless
-    the task has `ema = False`) and swaps the training weights back for train phases, so
-    training always continues from the exact training weights.
+    When it acts: `on_start` creates the EMA copy (or adopts a restored one). `on_step`, in train
+    phases and only on optimizer steps (not on gradient-accumulation micro-steps), updates
+    `ema = decay * ema + (1 - decay) * weight` with one fused foreach op per group of tensors that
+    share (device, dtype, sharded or not): `torch._foreach_lerp_`, or `_foreach_mul_` +
+    `_foreach_add_` where the EMA is wider than the weights; integer buffers such as
+    `num_batches_tracked` are copied, not averaged. There is no host sync per step (except with
+    `device="cpu"` on an accelerator model, see below). `on_phase_start` swaps the EMA weights into
+    the model for test phases (unless the task has `ema = False`) and swaps the training weights back
+    for train phases, so training always continues from the exact training weights.
 
-    Swap, don't copy: the hook holds exactly one extra copy of the tracked tensors. Parameters
-    are swapped by exchanging their storage (`param.data`, no copy when the EMA lives on the same
-    device), BatchNorm buffers by an in-place exchange (so modules and DDP keep their tensors).
-    `state.swapped` says which weights the model holds. After a final test phase the model holds
-    the EMA weights (what was evaluated, and what an export in `on_end` sees); `swap(task)`
-    exchanges them back.
+    Swap, don't copy: the hook holds exactly one extra copy of the tracked tensors. Plain parameters
+    are swapped by exchanging their storage (`param.data`, no copy) when the EMA has their device and
+    dtype; everything else (BatchNorm buffers, FSDP2 DTensor parameters, a CPU or wider EMA) by an
+    in-place exchange of contents, so modules, DDP and FSDP2 keep their own tensors. `state.swapped`
+    says which weights the model holds. After a final test phase the model holds the EMA weights
+    (what was evaluated, and what an export in `on_end` sees); `swap(task)` exchanges them back.
+
+    FSDP2 (`fully_shard`): the EMA stays sharded like the parameters (each rank averages its local
+    shards; about 1/N of the model per rank) and `state.ema_state` holds DTensors with the
+    parameters' mesh and placements, for sharded checkpoints with `torch.distributed.checkpoint`
+    (`prepare_to_load` builds the state to load into). A restored state of full plain tensors (a
+    single-file checkpoint) is sharded locally at `on_start`, without communication. Modules that a
+    no-grad forward left unsharded are resharded before a swap.
+
+    `ema_dtype` (new, default "auto"): the dtype of the average. "auto" keeps it in float32 for
+    bfloat16 / float16 tensors (a bf16 average with decay 0.9999 never moves: its updates are below
+    bf16's resolution) and in the tensor's dtype otherwise; "param" always uses the tensor's dtype
+    (Classy Vision's behaviour); "float32", "float64", "bfloat16" or "float16" use that dtype for
+    every floating tensor. A wider EMA is cast on swap (a copy in place, not a storage swap; the
+    average resumes from its value rounded to the weights' dtype once per test phase). `on_start`
+    warns when `1 - decay` is below the EMA dtype's resolution (such an EMA cannot move).
 
     `device`: "cpu" keeps the EMA copy in host memory (saves accelerator memory; with a CUDA model
-    each update copies the weights to the host). "gpu" keeps it next to each model tensor, on the
-    model's own device: on a CUDA model that is its GPU; on a machine without CUDA, or a model on
-    the CPU, it is the CPU (logged once at `on_start`), so configs written for GPUs run anywhere.
+    each update copies the weights to the host with a blocking copy, so the values read are always
+    complete). "gpu" keeps it next to each model tensor, on the model's own device: on a CUDA model
+    that is its GPU; on a machine without CUDA, or a model on the CPU, it is the CPU (logged once at
+    `on_start`), so configs written for GPUs run anywhere.
 
     `warmup_steps` (default 0, off): with W > 0 the decay of update n (0-based) is
     `min(decay, (1 + n) / (W + n))`, TensorFlow's `num_updates` warm-up, so early EMA weights
@@ -72,14 +118,21 @@ class ExponentialMovingAverageModelHook(ClassyHook):
     With PreciseBatchNormHook: see its docstring; it recomputes BatchNorm statistics for both the
     training weights and the EMA weights, whatever the order of the two hooks.
 
-    State (checkpointed): `ema_state` (name -> tensor), `num_updates` (EMA updates done),
-    `swapped`. Reads: `task.base_model`, `task.train`, optional `task.ema` and `task.is_optimizer_step`.
+    State (checkpointed): `ema_state` (name -> tensor; DTensors for sharded parameters),
+    `num_updates` (EMA updates done), `swapped`. Reads: `task.base_model`, `task.train`, optional
+    `task.ema` and `task.is_optimizer_step`.
     """
 
     task_attributes = ("base_model", "train")
 
     def __init__(
-        self, decay: float, consider_bn_buffers: bool = True, device: str = "gpu", warmup_steps: int = 0
+        self,
+        decay: float,
+        consider_bn_buffers: bool = True,
+        device: str = "gpu",
+        warmup_steps: int = 0,
+        *,
+        ema_dtype: str = "auto",
     ) -> None:
         super().__init__()
         name = self.name()
@@ -87,50 +140,129 @@ class ExponentialMovingAverageModelHook(ClassyHook):
         self.consider_bn_buffers = check_bool(name, "consider_bn_buffers", consider_bn_buffers)
         self.device = check_choice(name, "device", device, ("gpu", "cpu"))
         self.warmup_steps = check_int(name, "warmup_steps", warmup_steps, minimum=0)
+        self.ema_dtype = check_choice(name, "ema_dtype", ema_dtype, tuple(EMA_DTYPES))
         self.state: EmaState = EmaState()
         self.state.ema_state = {}
         self.state.num_updates = 0
         self.state.swapped = False
-        self._groups: list[tuple[list[torch.Tensor], list[torch.Tensor]]] | None = None
+        self._groups: list[_Group] | None = None
         self._int_pairs: tuple[list[torch.Tensor], list[torch.Tensor]] = ([], [])
-        self._model: nn.Module | None = None
 
     on_phase_end = ClassyHook._noop
     on_end = ClassyHook._noop
 
     def _target_device(self, tensor: torch.Tensor) -> torch.device:
-        return torch.device("cpu") if self.device == "cpu" else tensor.device
+        return torch.device("cpu") if self.device == "cpu" else local_part(tensor).device
+
+    def average_dtype(self, tensor: torch.Tensor) -> torch.dtype:
+        """The dtype the EMA of `tensor` is kept in (`ema_dtype`; integer tensors keep theirs)."""
+        if not tensor.is_floating_point():
+            return tensor.dtype
+        fixed = EMA_DTYPES[self.ema_dtype]
+        if fixed is not None:
+            return fixed
+        if self.ema_dtype == "auto" and tensor.dtype in LOW_PRECISION:
+            return torch.float32
+        return tensor.dtype
+
+    def _tracked(self, model: nn.Module) -> list[tuple[str, torch.Tensor, bool]]:
+        """The tracked tensors, with FSDP2 modules resharded so that parameters are the sharded DTensors."""
+        reshard(fsdp_modules(model))
+        return list(tracked_tensors(model, self.consider_bn_buffers))
+
+    def _copy_of(self, tensor: torch.Tensor) -> torch.Tensor:
+        """A new EMA tensor holding `tensor`'s values: its device per `device`, `ema_dtype`, its layout."""
+        with torch.no_grad():
+            local = local_part(tensor).detach().to(
+                device=self._target_device(tensor), dtype=self.average_dtype(tensor), copy=True
+            )
+        return sharded_like(local, tensor) if is_sharded(tensor) else local
 
     def on_start(self, task: Any) -> None:
         self.check_task(task)
-        model = task.base_model
-        self._model = model
-        named = list(tracked_tensors(model, self.consider_bn_buffers))
-        if self.device == "gpu" and all(t.device.type == "cpu" for _, t, _ in named):
+        named = self._tracked(task.base_model)
+        if self.device == "gpu" and all(local_part(t).device.type == "cpu" for _, t, _ in named):
             logger.info(
                 "%s: device='gpu' but the model is on the CPU; the EMA copy stays next to it on the CPU.", self.name()
             )
-        ema: dict[str, torch.Tensor] = self.state.ema_state
-        if ema:
-            expected = {n for n, _, _ in named}
-            if set(ema) != expected:
-                missing, extra = sorted(expected - set(ema)), sorted(set(ema) - expected)
-                raise HookConfigError(
-                    f"{self.name()}: the restored EMA state does not match the model (missing {missing[:5]}, "
-                    f"unexpected {extra[:5]}). Resume with the same model and consider_bn_buffers setting."
-                )
-            for n, t, _ in named:
-                saved = ema[n]
-                if saved.shape != t.shape:
-                    raise HookConfigError(
-                        f"{self.name()}: restored EMA tensor {n!r} has shape {tuple(saved.shape)}, the model "
-                        f"{tuple(t.shape)}. Resume with the same model."
-                    )
-                ema[n] = saved.to(device=self._target_device(t), dtype=t.dtype)
+        self._warn_if_the_average_cannot_move(named)
+        if self.state.ema_state:
+            self.state.ema_state = self._adopt(named, self.state.ema_state)
         else:
-            with torch.no_grad():
-                self.state.ema_state = {n: t.detach().to(self._target_device(t), copy=True) for n, t, _ in named}
+            self.state.ema_state = {n: self._copy_of(t) for n, t, _ in named}
         self._groups = None
+
+    def prepare_to_load(self, task: Any) -> None:
+        """Fill `state.ema_state` with tensors laid out as this model's EMA, ready to be loaded into in place.
+
+        Names, shapes, dtype (`ema_dtype`), device and placements (DTensors for sharded parameters)
+        are those `on_start` would create; the values are copied from the model. A sharded resume
+        calls this, then `torch.distributed.checkpoint.load` into `get_classy_state()`, then
+        `set_classy_state`, before `on_start`.
+        """
+        self.check_task(task)
+        self.state.ema_state = {n: self._copy_of(t) for n, t, _ in self._tracked(task.base_model)}
+        self._groups = None
+
+    def _warn_if_the_average_cannot_move(self, named: list[tuple[str, torch.Tensor, bool]]) -> None:
+        step = 1.0 - self.decay
+        if step <= 0.0:
+            return  # decay 1 freezes the EMA on purpose
+        for dtype in sorted({self.average_dtype(t) for _, t, _ in named if t.is_floating_point()}, key=str):
+            resolution = torch.finfo(dtype).eps
+            if step < resolution:
+                logger.warning(
+                    "%s: with decay=%s an EMA kept in %s cannot move: 1 - decay = %.3g is below %s's resolution "
+                    "%.3g, so updates round away. Pass ema_dtype='auto' or 'float32' (or a smaller decay).",
+                    self.name(),
+                    self.decay,
+                    dtype,
+                    step,
+                    dtype,
+                    resolution,
+                )
+
+    def _adopt(
+        self, named: list[tuple[str, torch.Tensor, bool]], restored: dict[str, torch.Tensor]
+    ) -> dict[str, torch.Tensor]:
+        """Check a restored EMA state against the model; lay it out, place and cast it like a new one."""
+        expected = {n for n, _, _ in named}
+        if set(restored) != expected:
+            missing, extra = sorted(expected - set(restored)), sorted(set(restored) - expected)
+            raise HookConfigError(
+                f"{self.name()}: the restored EMA state does not match the model (missing {missing[:5]}, "
+                f"unexpected {extra[:5]}). Resume with the same model and consider_bn_buffers setting."
+            )
+        adopted: dict[str, torch.Tensor] = {}
+        for n, t, _ in named:
+            saved = restored[n]
+            if saved.shape != t.shape:
+                raise HookConfigError(
+                    f"{self.name()}: restored EMA tensor {n!r} has shape {tuple(saved.shape)}, the model "
+                    f"{tuple(t.shape)}. Resume with the same model."
+                )
+            if is_sharded(saved) and not is_sharded(t):
+                raise HookConfigError(
+                    f"{self.name()}: restored EMA tensor {n!r} is sharded (a DTensor) but the model's tensor is "
+                    "not. Resume a sharded checkpoint with the model sharded the same way (fully_shard), or "
+                    "convert it to full tensors first (torch.distributed.checkpoint.format_utils.dcp_to_torch_save)."
+                )
+            device, dtype = self._target_device(t), self.average_dtype(t)
+            if not is_sharded(t):
+                adopted[n] = saved.to(device=device, dtype=dtype)
+                continue
+            if is_sharded(saved):
+                if not same_layout(saved, t):
+                    raise HookConfigError(
+                        f"{self.name()}: restored EMA tensor {n!r} is sharded as {saved.placements} on "
+                        f"{saved.device_mesh}, the model's parameter as {t.placements} on {t.device_mesh}. "
+                        "Resume with the same sharding, or from full tensors."
+                    )
+                local = local_part(saved)
+            else:
+                local = local_part(shard_full_tensor(saved, t))
+            adopted[n] = sharded_like(local.to(device=device, dtype=dtype), t)
+        return adopted
 
     def on_phase_start(self, task: Any) -> None:
         want_ema = (not task.train) and bool(getattr(task, "ema", True))
@@ -152,19 +284,23 @@ class ExponentialMovingAverageModelHook(ClassyHook):
         return float(min(self.decay, (1.0 + n) / (self.warmup_steps + n)))
 
     def _build_groups(self, model: nn.Module) -> None:
+        """Group the (EMA, model) local tensor pairs by (devices, dtypes, sharded or not); never mixed."""
         ema: dict[str, torch.Tensor] = self.state.ema_state
-        groups: dict[tuple[torch.device, torch.dtype], tuple[list[torch.Tensor], list[torch.Tensor]]] = {}
+        groups: dict[tuple[Any, ...], _Group] = {}
         int_ema: list[torch.Tensor] = []
         int_live: list[torch.Tensor] = []
-        for n, t, _ in tracked_tensors(model, self.consider_bn_buffers):
-            e = ema[n]
-            if e.is_floating_point() or e.is_complex():
-                group = groups.setdefault((e.device, e.dtype), ([], []))
-                group[0].append(e)
-                group[1].append(t)
-            else:
+        for n, t, _ in self._tracked(model):
+            e, live = local_part(ema[n]), local_part(t)
+            if not (e.is_floating_point() or e.is_complex()):
                 int_ema.append(e)
-                int_live.append(t)
+                int_live.append(live)
+                continue
+            same_dtype = "lerp" if e.dtype == live.dtype else "promote"
+            how = "fetch" if e.device != live.device else same_dtype
+            key = (e.device, e.dtype, live.device, live.dtype, is_sharded(t))
+            group = groups.setdefault(key, _Group([], [], how))
+            group.emas.append(e)
+            group.lives.append(live)
         self._groups = list(groups.values())
         self._int_pairs = (int_ema, int_live)
 
@@ -175,10 +311,18 @@ class ExponentialMovingAverageModelHook(ClassyHook):
             self._build_groups(task.base_model)
         assert self._groups is not None
         weight = 1.0 - self.current_decay()
-        for emas, lives in self._groups:
-            device = emas[0].device
-            sources = lives if lives[0].device == device else [t.to(device, non_blocking=True) for t in lives]
-            torch._foreach_lerp_(emas, sources, weight)
+        for group in self._groups:
+            if group.how == "promote":  # lerp needs one dtype; add_ reads the narrower weights as they are
+                torch._foreach_mul_(group.emas, 1.0 - weight)
+                torch._foreach_add_(group.emas, group.lives, alpha=weight)
+                continue
+            sources = group.lives
+            if group.how == "fetch":
+                # A blocking copy: the host tensors are complete when read (a non_blocking device-to-host
+                # copy read at once is not), in the EMA's dtype.
+                e = group.emas[0]
+                sources = [t.to(device=e.device, dtype=e.dtype) for t in group.lives]
+            torch._foreach_lerp_(group.emas, sources, weight)
         int_ema, int_live = self._int_pairs
         if int_ema:
             torch._foreach_copy_(int_ema, int_live)
@@ -188,16 +332,16 @@ class ExponentialMovingAverageModelHook(ClassyHook):
     def swap(self, task: Any) -> None:
         """Exchange the model's weights and the EMA copy (training <-> EMA); flips `state.swapped`."""
         ema: dict[str, torch.Tensor] = self.state.ema_state
-        buffers: list[tuple[torch.Tensor, torch.Tensor]] = []
-        for n, t, is_param in tracked_tensors(task.base_model, self.consider_bn_buffers):
+        exchanges: list[tuple[torch.Tensor, torch.Tensor]] = []
+        for n, t, is_param in self._tracked(task.base_model):
             other = ema[n]
-            if is_param and other.device == t.device and other.dtype == t.dtype:
-                ema[n] = t.data
+            if is_param and not is_sharded(t) and other.device == t.device and other.dtype == t.dtype:
+                ema[n] = t.data  # the storage swap: no copy
                 t.data = other
             else:
-                buffers.append((t, other))
-        for live, other in buffers:
-            held = live.detach().clone()
+                exchanges.append((local_part(t), local_part(other)))
+        for live, other in exchanges:  # contents exchanged in place (casts where the dtypes differ)
+            held = live.clone()
             live.copy_(other)
             other.copy_(held)
         self.state.swapped = not self.state.swapped

@@ -1,0 +1,77 @@
+"""DTensor helpers for hooks that keep their own copy of FSDP2-sharded parameters.
+
+FSDP2 (`torch.distributed.fsdp.fully_shard`) registers each parameter as a DTensor whose local
+tensor is a view of FSDP's own sharded storage. A hook that averages or swaps weights must work on
+those local shards in place (assigning `.data` is ignored by FSDP2) and, while a forward left a
+module unsharded (no-grad forwards of the root do), reshard it first so that the registered
+parameters are the sharded DTensors again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+from torch import nn
+from torch.distributed.fsdp import FSDPModule
+from torch.distributed.tensor import DTensor, distribute_tensor
+
+
+def is_sharded(tensor: torch.Tensor) -> bool:
+    """True for a DTensor (an FSDP2 / tensor-parallel parameter or a copy laid out like one)."""
+    return isinstance(tensor, DTensor)
+
+
+def local_part(tensor: torch.Tensor) -> torch.Tensor:
+    """The tensor this rank holds: a DTensor's local shard (a view of its storage), a plain tensor itself."""
+    if isinstance(tensor, DTensor):
+        with torch.no_grad():
+            return tensor.to_local()
+    return tensor
+
+
+def sharded_like(local: torch.Tensor, like: DTensor) -> DTensor:
+    """Wrap this rank's `local` shard as a DTensor with `like`'s mesh, placements, global shape and stride.
+
+    No communication: `local` must already be this rank's part of a tensor laid out like `like`.
+    """
+    return DTensor.from_local(
+        local, like.device_mesh, like.placements, run_check=False, shape=like.shape, stride=like.stride()
+    )
+
+
+def shard_full_tensor(full: torch.Tensor, like: DTensor) -> DTensor:
+    """Cut this rank's shard out of a full (unsharded) tensor held by every rank, laid out like `like`.
+
+    `src_data_rank=None` makes every rank use its own copy of `full`: no communication.
+    """
+    return distribute_tensor(full.detach(), like.device_mesh, like.placements, src_data_rank=None)
+
+
+def same_layout(a: DTensor, b: DTensor) -> bool:
+    """True when two DTensors have the same global shape, mesh, placements and local shard shape."""
+    return (
+        a.shape == b.shape
+        and a.device_mesh == b.device_mesh
+        and tuple(a.placements) == tuple(b.placements)
+        and local_part(a).shape == local_part(b).shape
+    )
+
+
+def fsdp_modules(model: nn.Module) -> list[FSDPModule]:
+    """Every module of `model` that `fully_shard` was applied to (empty for plain and DDP models)."""
+    return [m for m in model.modules() if isinstance(m, FSDPModule)]
+
+
+def reshard(modules: Iterable[FSDPModule]) -> None:
+    """Reshard FSDP2 modules left unsharded by a forward, so their registered parameters are the DTensors.
+
+    A no-op for modules that are already sharded. Local, no collective.
+    """
+    for module in modules:
+        module.reshard()
+
+
+def local_nbytes(tensors: Iterable[torch.Tensor]) -> int:
+    """Bytes this rank holds for `tensors` (local shards of DTensors, whole plain tensors)."""
+    return sum(local_part(t).numel() * local_part(t).element_size() for t in tensors)

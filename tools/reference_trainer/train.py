@@ -7,11 +7,13 @@ torchrun --nproc_per_node 2 tools/train.py --config ... --run-dir ...
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import logging
 import os
 import sys
 import warnings
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -43,6 +45,40 @@ def filter_known_warnings() -> None:
     warnings.filterwarnings("ignore", message=JIT_DEPRECATION_MESSAGE)
 
 
+def read_once_and_broadcast(path: str) -> dict[str, Any]:
+    """Rank 0 loads the single-file checkpoint (weights_only) and sends its bytes; every rank loads those bytes.
+
+    One reader instead of one per rank (a shared file system read N times), and no pickle on the wire:
+    the bytes are a `torch.save` file that each rank reads with `torch.load(weights_only=True)`.
+    """
+    from classy_hooks.model import load_checkpoint
+
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        return load_checkpoint(path)
+    payload = torch.empty(0, dtype=torch.uint8)
+    if dist.get_rank() == 0:
+        buffer = io.BytesIO()
+        torch.save(load_checkpoint(path), buffer)
+        payload = torch.frombuffer(bytearray(buffer.getvalue()), dtype=torch.uint8)
+    size = torch.tensor([payload.numel()], dtype=torch.int64)
+    dist.broadcast(size, src=0)
+    if dist.get_rank() != 0:
+        payload = torch.empty(int(size.item()), dtype=torch.uint8)
+    dist.broadcast(payload, src=0)
+    return torch.load(io.BytesIO(payload.numpy().tobytes()), weights_only=True)
+
+
+def resume(task: ReferenceTask, path: str) -> None:
+    """`--resume`: a sharded checkpoint (DCP folder) is loaded in place on every rank; a single file is read
+    by rank 0 and broadcast."""
+    from classy_hooks.model.checkpoint_io import find_sharded_checkpoint, resume_task
+
+    if find_sharded_checkpoint(path) is not None:
+        resume_task(task, path)
+    else:
+        task.set_classy_state(read_once_and_broadcast(path)["classy_state_dict"])
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stdout)
@@ -59,10 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ.get("WORLD_SIZE", "1"))))
     task = ReferenceTask.from_config(config, run_dir=run_dir)
     if args.resume:
-        from classy_hooks.model import load_checkpoint
-
-        checkpoint = load_checkpoint(args.resume)
-        task.set_classy_state(checkpoint["classy_state_dict"])
+        resume(task, args.resume)
         logger.info(
             "Resumed from %s: phase %d was done, continuing with phase %d",
             args.resume,

@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 import time
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from typing import Any, Optional
 
-from classy_hooks.core import ClassyHook, ClassyHookState, is_primary, register_hook
+from classy_hooks.core import (
+    ClassyHook,
+    ClassyHookState,
+    all_reduce,
+    barrier,
+    is_distributed,
+    is_primary,
+    register_hook,
+)
 from classy_hooks.core.files import ensure_writable_folder
 from classy_hooks.core.validation import check_bool, check_int, check_plain_data, check_str, check_subset, config_error
 from classy_hooks.model.checkpoint_io import (
@@ -57,6 +66,16 @@ class CheckpointHook(ClassyHook):
     fails still completes before the process exits. Call `wait()` to block until it is written.
 
     The phase counter behind `checkpoint_period` is hook state, so it survives a resume.
+
+    Sharded (`sharded=True`, or `None`, the default: when the task state holds DTensors, e.g. an
+    FSDP2 model): a collective. Every rank counts phases and, at the same phase ends, saves its own
+    shard with `torch.distributed.checkpoint` into `<folder>/.model_phase-<N>_end.dcp.tmp/`; the
+    primary rank then renames it to `model_phase-<N>_end.dcp/` and atomically points
+    `<folder>/checkpoint.latest` at it (see `classy_hooks.model.sharded_checkpoint`). The model and
+    optimizer state come from DCP's `get_state_dict` (optimizer keyed by parameter name). With
+    `non_blocking`, `dcp.async_save` copies the state to CPU memory on the training thread and
+    writes it in the background over a process group of its own. In sharded mode `on_start` also
+    checks that every rank sees the same folder (it must be on a shared file system).
     """
 
     task_attributes = ("phase_type", "phase_idx", "get_classy_state")
@@ -68,6 +87,7 @@ class CheckpointHook(ClassyHook):
         phase_types: Optional[Collection[str]] = None,
         checkpoint_period: int = 1,
         non_blocking: bool = False,
+        sharded: Optional[bool] = None,
     ) -> None:
         super().__init__()
         name = self.name()
@@ -85,6 +105,9 @@ class CheckpointHook(ClassyHook):
         )
         self.checkpoint_period = check_int(name, "checkpoint_period", checkpoint_period, minimum=1)
         self.non_blocking = check_bool(name, "non_blocking", non_blocking)
+        self.sharded = None if sharded is None else check_bool(name, "sharded", sharded)
+        self._sharded_mode = bool(sharded)  # decided in on_start when `sharded` is None
+        self._save_group: Any = None  # the process group of background sharded saves
         self.state: CheckpointState = CheckpointState()
         self.state.phase_counter = 0
         self._thread: threading.Thread | None = None
@@ -108,7 +131,13 @@ class CheckpointHook(ClassyHook):
                     "after the save. List it last.",
                     self.name(),
                 )
-        if not is_primary() or getattr(task, "test_only", False):
+        if getattr(task, "test_only", False):
+            return
+        self._sharded_mode = self._decide_sharded(task)
+        if self._sharded_mode:
+            self._start_sharded()
+            return
+        if not is_primary():
             return
         folder = ensure_writable_folder(self.name(), "checkpoint_folder", self.checkpoint_folder)
         removed = remove_stale_temp_files(folder)
@@ -117,18 +146,98 @@ class CheckpointHook(ClassyHook):
                 "%s: removed %d temporary file(s) left by an interrupted save in %s.", self.name(), len(removed), folder
             )
 
+    def _decide_sharded(self, task: Any) -> bool:
+        """`sharded`, or (None) whether the task state holds DTensors on any rank; the same answer on all ranks."""
+        if self.sharded is not None:
+            return self.sharded
+        local = False
+        if "torch.distributed.tensor" in sys.modules:  # otherwise no DTensor exists (and DCP stays unimported)
+            from classy_hooks.model.sharded_checkpoint import holds_dtensors
+
+            local = holds_dtensors(task.get_classy_state())
+        return bool(all_reduce(float(local), op="max")) if is_distributed() else local
+
+    def _start_sharded(self) -> None:
+        """Every rank: the folder exists, no stale temporary save is left, and all ranks see the same folder."""
+        from classy_hooks.core.shared_folder import check_shared_folder
+        from classy_hooks.model.sharded_checkpoint import remove_stale_sharded_temp
+
+        if is_primary():
+            folder = ensure_writable_folder(self.name(), "checkpoint_folder", self.checkpoint_folder)
+            removed = remove_stale_temp_files(folder) + remove_stale_sharded_temp(folder)
+            if removed:
+                logger.warning(
+                    "%s: removed %d temporary file(s) or folder(s) left by an interrupted save in %s.",
+                    self.name(),
+                    len(removed),
+                    folder,
+                )
+        check_shared_folder(
+            self.name(),
+            "checkpoint_folder",
+            self.checkpoint_folder,
+            why="In sharded mode every rank writes its shard there",
+            fix="Mount one shared folder at the same path on every node: node-local disks cannot hold a sharded "
+            "checkpoint that a restarted job can resume from.",
+        )
+        if self.non_blocking and is_distributed() and self._save_group is None:
+            import torch.distributed as dist
+
+            # background saves run collectives of their own: a separate group keeps them from interleaving
+            # with the training loop's collectives on the default group
+            self._save_group = dist.new_group(backend="gloo")
+
     def on_phase_end(self, task: Any) -> None:
-        if not is_primary() or task.phase_type not in self.phase_types:
-            return
+        if task.phase_type not in self.phase_types or (not self._sharded_mode and not is_primary()):
+            return  # sharded: every rank counts and decides alike (a save is a collective)
         self.state.phase_counter += 1
         if self.state.phase_counter % self.checkpoint_period != 0:
             return
         if getattr(task, "test_only", False):
             return
-        self.save(task, phase_checkpoint_name(task.phase_idx))
+        if self._sharded_mode:
+            from classy_hooks.model.sharded_checkpoint import sharded_checkpoint_name
+
+            self.save_sharded(task, sharded_checkpoint_name(task.phase_idx))
+        else:
+            self.save(task, phase_checkpoint_name(task.phase_idx))
 
     def on_end(self, task: Any) -> None:
         self.wait()
+
+    def save_sharded(self, task: Any, name: str) -> None:
+        """Every rank: save `task` as the sharded checkpoint `<folder>/<name>` (or start it, with `non_blocking`)."""
+        from classy_hooks.model.sharded_checkpoint import sharded_task_state, start_sharded_save
+
+        start = time.perf_counter()
+        self.wait()
+        checkpoint = make_checkpoint(sharded_task_state(task), self.input_args)
+        check_weights_only(checkpoint, allow_dtensor=True)  # non-tensor values are read back with weights_only
+        finish = start_sharded_save(
+            self.checkpoint_folder,
+            checkpoint,
+            name,
+            asynchronous=self.non_blocking,
+            process_group=self._save_group,
+        )
+        if not self.non_blocking:
+            path = finish()
+            barrier()  # every rank returns once the checkpoint is committed
+            self.last_stall_seconds = time.perf_counter() - start
+            logger.info("Saved sharded checkpoint %s (phase %s)", path, getattr(task, "phase_idx", "?"))
+            return
+        self._thread = threading.Thread(
+            target=self._finish_in_background, args=(finish,), name="classy-hooks-checkpoint", daemon=False
+        )
+        self._thread.start()
+        self.last_stall_seconds = time.perf_counter() - start
+
+    def _finish_in_background(self, finish: Callable[[], str]) -> None:
+        try:
+            path = finish()
+            logger.info("Saved sharded checkpoint %s (background)", path)
+        except BaseException as exc:
+            self._error = exc
 
     def save(self, task: Any, phase_file: str | None = None) -> None:
         """Write a checkpoint of `task` now (or start writing it, with `non_blocking`)."""

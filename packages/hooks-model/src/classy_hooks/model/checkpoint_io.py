@@ -7,6 +7,10 @@ holds the one written at the end of phase N.
 
 Everything here loads with `torch.load(path, weights_only=True)`: tensors, numbers, strings,
 lists, tuples and dicts only. `check_weights_only` rejects anything else at save time and names the key.
+
+Sharded checkpoints (FSDP2, DTensors; see `classy_hooks.model.sharded_checkpoint`) are folders
+`model_phase-<N>_end.dcp/` with `checkpoint.latest` naming the newest; `load_checkpoint` and
+`resume_task` accept them too.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from typing import Any
 
 import torch
 
+from classy_hooks.core import plain_state_dict
 from classy_hooks.core.files import fsync_dir
 
 logger = logging.getLogger(__name__)
@@ -48,13 +53,22 @@ def phase_checkpoint_name(phase_idx: int) -> str:
     return PHASE_CHECKPOINT.format(phase_idx=phase_idx)
 
 
-def check_weights_only(value: Any, path: str = "checkpoint") -> None:
+def check_weights_only(value: Any, path: str = "checkpoint", *, allow_dtensor: bool = False) -> None:
     """Raise `CheckpointError` naming the first key whose value `torch.load(weights_only=True)` cannot load.
 
     Allowed: tensors (and `nn.Parameter`), None, bool, int, float, complex, str, bytes, `torch.Size`,
-    `torch.dtype`, `torch.device`, and dicts / lists / tuples / sets of those.
+    `torch.dtype`, `torch.device`, and dicts / lists / tuples / sets of those; with `allow_dtensor`
+    (sharded checkpoints, where DCP stores each rank's shard) also DTensors.
     """
     if isinstance(value, torch.Tensor):
+        if type(value).__name__ == "DTensor" and type(value).__module__.startswith("torch.distributed"):
+            if allow_dtensor:
+                return
+            raise CheckpointError(
+                f"cannot save {path}: it is a DTensor (a sharded tensor, e.g. of an FSDP2 model), which one "
+                "checkpoint file cannot hold. Use CheckpointHook(..., sharded=True) (the default when the task "
+                "state holds DTensors), which saves every rank's shard with torch.distributed.checkpoint."
+            )
         if type(value) not in (torch.Tensor, torch.nn.Parameter):
             raise CheckpointError(
                 f"cannot save {path}: it is a {type(value).__qualname__} (a tensor subclass), which "
@@ -70,11 +84,11 @@ def check_weights_only(value: Any, path: str = "checkpoint") -> None:
                     f"cannot save {path}: key {key!r} is a {type(key).__qualname__}; "
                     "use str or int keys so that torch.load(weights_only=True) can read the checkpoint."
                 )
-            check_weights_only(item, f"{path}[{key!r}]")
+            check_weights_only(item, f"{path}[{key!r}]", allow_dtensor=allow_dtensor)
         return
     if type(value) in (list, tuple, set, frozenset):
         for i, item in enumerate(value):
-            check_weights_only(item, f"{path}[{i}]")
+            check_weights_only(item, f"{path}[{i}]", allow_dtensor=allow_dtensor)
         return
     raise CheckpointError(
         f"cannot save {path}: it is a {type(value).__module__}.{type(value).__qualname__}, which "
@@ -83,11 +97,28 @@ def check_weights_only(value: Any, path: str = "checkpoint") -> None:
     )
 
 
+def with_plain_model_keys(classy_state_dict: Mapping[str, Any]) -> dict[str, Any]:
+    """`classy_state_dict` with the keys of `"base_model"` stripped of `torch.compile` / DDP wrapper segments.
+
+    So a checkpoint of a compiled or DDP-wrapped model loads into the plain model and back, and old
+    checkpoints with `_orig_mod.` or `module.` keys still load.
+    """
+    state = dict(classy_state_dict)
+    model = state.get("base_model")
+    if isinstance(model, Mapping) and all(isinstance(key, str) for key in model):
+        plain = plain_state_dict(model)
+        state["base_model"] = OrderedDict(plain) if isinstance(model, OrderedDict) else plain
+    return state
+
+
 def make_checkpoint(classy_state_dict: Mapping[str, Any], input_args: Any = None) -> dict[str, Any]:
-    """The dict a checkpoint file holds: Classy Vision's two keys plus the format version."""
+    """The dict a checkpoint file holds: Classy Vision's two keys plus the format version.
+
+    The model's keys are the plain module's (`with_plain_model_keys`).
+    """
     return {
         "input_args": input_args,
-        "classy_state_dict": classy_state_dict,
+        "classy_state_dict": with_plain_model_keys(classy_state_dict),
         FORMAT_VERSION_KEY: CHECKPOINT_FORMAT_VERSION,
     }
 
@@ -221,6 +252,11 @@ def _read(path: str, map_location: Any) -> dict[str, Any]:
             f"{str(exc).splitlines()[0] if str(exc) else exc!r}). Use load_checkpoint(..., fallback=True) "
             "to load the newest valid checkpoint in its folder instead."
         ) from exc
+    return _checked(checkpoint, path)
+
+
+def _checked(checkpoint: Any, path: str) -> dict[str, Any]:
+    """`checkpoint` if it has CheckpointHook's layout and a known format version (model keys made plain)."""
     if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("classy_state_dict"), dict):
         raise CheckpointError(
             f"load_checkpoint: checkpoint {path} holds no 'classy_state_dict'; it was not written by CheckpointHook. "
@@ -232,6 +268,7 @@ def _read(path: str, map_location: Any) -> dict[str, Any]:
             f"load_checkpoint: checkpoint {path} has format version {version!r}, newer than this classy-hooks-model "
             f"understands ({CHECKPOINT_FORMAT_VERSION}). Upgrade classy-hooks-model."
         )
+    checkpoint["classy_state_dict"] = with_plain_model_keys(checkpoint["classy_state_dict"])
     return checkpoint
 
 
@@ -246,8 +283,17 @@ def load_checkpoint(
     `model_phase-N_end.torch` from the highest N down), with a warning naming the files skipped.
     Tensors are mapped to `map_location` (the CPU by default). Checkpoints of Classy Vision
     itself (no format version) load too, as long as they hold only weights-only types.
+
+    A sharded checkpoint (a `model_phase-N_end.dcp` folder, or a folder whose `checkpoint.latest`
+    names one) is read whole in this process: DTensor shards come back as full CPU tensors and the
+    optimizer state keyed by parameter name (see `convert_checkpoint` for a resumable single file).
     """
     path = os.fspath(path_or_folder)
+    sharded = find_sharded_checkpoint(path, fallback=fallback)
+    if sharded is not None:
+        from classy_hooks.model.sharded_checkpoint import read_sharded_checkpoint
+
+        return _checked(read_sharded_checkpoint(sharded), sharded)
     if os.path.isdir(path):
         folder, path = path, os.path.join(path, LATEST_CHECKPOINT)
     else:
@@ -270,6 +316,39 @@ def load_checkpoint(
         raise CheckpointError(f"{first_error} No valid checkpoint to fall back to in {folder}.") from first_error
 
 
+def find_sharded_checkpoint(path_or_folder: str | os.PathLike[str], *, fallback: bool = False) -> str | None:
+    """The sharded checkpoint folder `path_or_folder` means, or None if it means a single file.
+
+    A `.dcp` folder itself; or the folder `checkpoint.latest` names inside a checkpoint folder; with
+    `fallback`, also the newest complete `.dcp` folder when the pointer is missing or its target incomplete.
+    """
+    from classy_hooks.model.sharded_checkpoint import (
+        is_sharded_checkpoint,
+        latest_sharded_checkpoint,
+        list_sharded_checkpoints,
+    )
+
+    path = os.fspath(path_or_folder)
+    if not os.path.isdir(path):
+        return None
+    if is_sharded_checkpoint(path):
+        return path
+    latest = latest_sharded_checkpoint(path)
+    if latest is not None and is_sharded_checkpoint(latest):
+        return latest
+    if latest is not None and not fallback:
+        raise CheckpointError(
+            f"load_checkpoint: {path}/checkpoint.latest names {latest}, which is not a complete sharded "
+            "checkpoint. Use fallback=True to load the newest complete one instead."
+        )
+    if (latest is not None or not os.path.isfile(os.path.join(path, LATEST_CHECKPOINT))) and fallback:
+        candidates = list_sharded_checkpoints(path)
+        if candidates:
+            logger.warning("Falling back to sharded checkpoint %s.", candidates[0])
+            return candidates[0]
+    return None
+
+
 def resume_task(task: Any, path_or_folder: str | os.PathLike[str], *, fallback: bool = False) -> dict[str, Any]:
     """Load a checkpoint (see `load_checkpoint`) into `task` and return the checkpoint dict.
 
@@ -277,7 +356,15 @@ def resume_task(task: Any, path_or_folder: str | os.PathLike[str], *, fallback: 
     optimizer, counters and every hook's state (EMA weights, checkpoint period counter, ...).
     Call it after building the task and its hooks and before training (before `on_start`). Under
     torch.distributed every rank calls it with a path it can read.
+
+    A sharded checkpoint (see `load_checkpoint`) is loaded in place into the (sharded) task on
+    every rank with `torch.distributed.checkpoint`, which reshards as needed; every rank must call it.
     """
+    sharded = find_sharded_checkpoint(path_or_folder, fallback=fallback)
+    if sharded is not None:
+        from classy_hooks.model.sharded_checkpoint import load_sharded_into_task
+
+        return load_sharded_into_task(task, sharded)
     checkpoint = load_checkpoint(path_or_folder, fallback=fallback)
     task.set_classy_state(checkpoint["classy_state_dict"])
     return checkpoint

@@ -1,0 +1,85 @@
+"""Turn a sharded checkpoint into one Classy-compatible checkpoint file, loadable by a single process.
+
+    python -m classy_hooks.model.convert_checkpoint SRC DST
+
+SRC is a `model_phase-N_end.dcp` folder or a checkpoint folder (its `checkpoint.latest` is used).
+DST is a file (`.../checkpoint.torch`, any name ending in `.torch`) or a folder, which then gets
+`checkpoint.torch`. No process group is needed: every rank's shard is read and joined into full
+tensors; the optimizer state goes back from parameter names to `Optimizer.state_dict()`'s indices.
+The result loads with `load_checkpoint` / `torch.load(weights_only=True)` and resumes an
+unsharded task with `resume_task` (or `set_classy_state`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+
+from classy_hooks.core.files import atomic_write
+from classy_hooks.model.checkpoint_io import (
+    LATEST_CHECKPOINT,
+    CheckpointError,
+    check_weights_only,
+    find_sharded_checkpoint,
+    load_checkpoint,
+)
+from classy_hooks.model.sharded_checkpoint import optimizer_state_by_index
+
+logger = logging.getLogger(__name__)
+
+
+def _keyed_by_name(optimizer_state: Any) -> bool:
+    groups = optimizer_state.get("param_groups") if isinstance(optimizer_state, Mapping) else None
+    return bool(groups) and any(isinstance(name, str) for group in groups for name in group.get("params", []))
+
+
+def convert_sharded_checkpoint(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> str:
+    """Write the sharded checkpoint `src` as the single checkpoint file `dst` (see the module doc); return its path."""
+    source = find_sharded_checkpoint(src)
+    if source is None:
+        raise CheckpointError(
+            f"convert_checkpoint: {os.fspath(src)} is not a sharded checkpoint (a model_phase-N_end.dcp folder "
+            "with .metadata, or a checkpoint folder with checkpoint.latest). Single files need no conversion."
+        )
+    checkpoint = load_checkpoint(source)
+    state = dict(checkpoint["classy_state_dict"])
+    if _keyed_by_name(state.get("optimizer")):
+        state["optimizer"] = optimizer_state_by_index(state["optimizer"])
+    checkpoint["classy_state_dict"] = state
+    check_weights_only(checkpoint)
+    target = os.fspath(dst)
+    if os.path.isdir(target) or not target.endswith(".torch"):
+        os.makedirs(target, exist_ok=True)
+        target = os.path.join(target, LATEST_CHECKPOINT)
+    with atomic_write(target, "wb") as handle:
+        torch.save(checkpoint, handle)
+    logger.info("Converted sharded checkpoint %s to %s", source, target)
+    return target
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line: `python -m classy_hooks.model.convert_checkpoint SRC DST`."""
+    parser = argparse.ArgumentParser(
+        prog="python -m classy_hooks.model.convert_checkpoint",
+        description="Turn a sharded (torch.distributed.checkpoint) CheckpointHook checkpoint into one file.",
+    )
+    parser.add_argument("src", help="a model_phase-N_end.dcp folder, or a checkpoint folder with checkpoint.latest")
+    parser.add_argument("dst", help="the file to write (ending in .torch), or a folder to write checkpoint.torch in")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    try:
+        convert_sharded_checkpoint(args.src, args.dst)
+    except CheckpointError as exc:
+        logger.error("%s", exc)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,398 @@
+"""Sharded checkpoints with `torch.distributed.checkpoint` (DCP): every rank writes its own shard.
+
+Layout, inside a checkpoint folder:
+
+- `model_phase-<N>_end.dcp/`: one DCP checkpoint, `__<rank>_0.distcp` per rank plus `.metadata`;
+- `checkpoint.latest`: a one-line text file naming the newest complete `.dcp` folder.
+
+A save goes to `.model_phase-<N>_end.dcp.tmp/`; once DCP has written every rank's file and the
+metadata (the metadata is written last, after all ranks reported their writes), the primary rank
+renames the folder to its final name and then replaces `checkpoint.latest` atomically. A crash at
+any instant leaves `checkpoint.latest` naming a complete checkpoint (or absent).
+
+The checkpoint holds the same dict as a single-file one (`make_checkpoint`), except that
+`classy_state_dict["base_model"]` and `["optimizer"]` come from DCP's `get_state_dict` (the
+optimizer state is keyed by parameter name, not index) and DTensors stay sharded.
+
+Loading is restricted: `.metadata` is unpickled with an allowlist of DCP's own metadata classes
+(`SafeFileSystemReader`) and non-tensor values with `torch.load(weights_only=True)`
+(`SafeLoadPlanner`), instead of DCP's default plain `pickle.load` / `weights_only=False`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import os
+import pickle
+import re
+import shutil
+import warnings
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import torch
+import torch.distributed.checkpoint as dcp
+from torch.distributed.checkpoint import FileSystemReader, FileSystemWriter
+from torch.distributed.checkpoint.default_planner import DefaultLoadPlanner
+from torch.distributed.checkpoint.metadata import BytesStorageMetadata, Metadata, TensorStorageMetadata
+from torch.distributed.checkpoint.planner import ReadItem
+from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+from torch.distributed.tensor import DTensor
+
+from classy_hooks.core import barrier, get_rank, is_primary, plain_state_dict
+from classy_hooks.core.files import atomic_write, fsync_dir
+from classy_hooks.model.checkpoint_io import CheckpointError, make_checkpoint
+
+logger = logging.getLogger(__name__)
+
+#: Pointer file naming the newest complete sharded checkpoint folder of a checkpoint folder.
+LATEST_SHARDED = "checkpoint.latest"
+SHARDED_CHECKPOINT = "model_phase-{phase_idx}_end.dcp"
+METADATA_FILE = ".metadata"
+_SHARDED_RE = re.compile(r"^model_phase-(\d+)_end\.dcp$")
+_SHARDED_TMP_RE = re.compile(r"^\.model_phase-\d+_end\.dcp(\.old)?\.tmp$|^\.checkpoint\.latest\..+\.tmp$")
+
+
+class UnsafeCheckpointError(CheckpointError):
+    """A sharded checkpoint's metadata asks to unpickle something other than DCP's metadata types."""
+
+
+# --- safe reading --------------------------------------------------------------------------------
+
+_ALLOWED_METADATA_GLOBALS = {
+    ("torch.distributed.checkpoint.metadata", name)
+    for name in (
+        "Metadata",
+        "MetadataIndex",
+        "StorageMeta",
+        "TensorStorageMetadata",
+        "BytesStorageMetadata",
+        "ChunkStorageMetadata",
+        "TensorProperties",
+        "_MEM_FORMAT_ENCODING",
+    )
+} | {
+    ("torch.distributed.checkpoint.filesystem", "_StorageInfo"),
+    ("torch", "Size"),
+    ("torch.serialization", "_get_layout"),  # a layout by name, e.g. torch.strided
+    ("pathlib", "PosixPath"),
+    ("pathlib", "WindowsPath"),
+    ("pathlib", "PurePosixPath"),
+    ("pathlib", "PureWindowsPath"),
+    ("collections", "OrderedDict"),
+}
+
+
+class _MetadataUnpickler(pickle.Unpickler):
+    """Unpickles DCP metadata only: its dataclasses, torch.Size, dtypes, layouts and paths."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        if module == "torch" and isinstance(getattr(torch, name, None), torch.dtype):
+            return getattr(torch, name)
+        if (module, name) not in _ALLOWED_METADATA_GLOBALS:
+            raise UnsafeCheckpointError(
+                f"sharded checkpoint metadata wants to load {module}.{name}, which is not a "
+                "torch.distributed.checkpoint metadata type; refusing to unpickle it. Only load checkpoints "
+                "written by CheckpointHook."
+            )
+        return super().find_class(module, name)
+
+
+class SafeFileSystemReader(FileSystemReader):
+    """DCP's file reader, with `.metadata` unpickled through an allowlist instead of a plain `pickle.load`."""
+
+    def read_metadata(self, *args: Any, **kwargs: Any) -> Metadata:
+        with open(os.path.join(os.fspath(self.path), METADATA_FILE), "rb") as handle:
+            metadata = _MetadataUnpickler(handle).load()
+        if not isinstance(metadata, Metadata):
+            raise UnsafeCheckpointError(f"{self.path}/{METADATA_FILE} holds a {type(metadata).__name__}, not Metadata")
+        if getattr(metadata, "storage_meta", None) is not None:
+            metadata.storage_meta.load_id = self.load_id
+        return metadata
+
+
+class SafeLoadPlanner(DefaultLoadPlanner):
+    """DCP's load planner, with non-tensor values read by `torch.load(weights_only=True)`."""
+
+    def load_bytes(self, read_item: ReadItem, value: io.BytesIO) -> None:
+        loaded = torch.load(value, weights_only=True)
+        if self.flatten_state_dict:
+            _set_path(self.original_state_dict, self.mappings[read_item.dest_index.fqn], loaded)
+        else:
+            self.state_dict[read_item.dest_index.fqn] = loaded
+
+
+def _set_path(root: dict[str, Any], path: tuple[Any, ...], value: Any) -> None:
+    """Set `root[p0][p1]...= value`, creating dicts (str keys) and lists (int keys) on the way, as DCP does."""
+    node: Any = root
+    for key, next_key in zip(path[:-1], path[1:]):
+        if isinstance(node, list):
+            while len(node) <= key:
+                node.append(None)
+        child = node[key] if (isinstance(node, list) or key in node) else None
+        if child is None:
+            child = [] if isinstance(next_key, int) else {}
+            node[key] = child
+        node = child
+    if isinstance(node, list):
+        while len(node) <= path[-1]:
+            node.append(None)
+    node[path[-1]] = value
+
+
+# --- layout ---------------------------------------------------------------------------------------
+
+
+def sharded_checkpoint_name(phase_idx: int) -> str:
+    """Folder name of the sharded checkpoint written at the end of phase `phase_idx`."""
+    return SHARDED_CHECKPOINT.format(phase_idx=phase_idx)
+
+
+def is_sharded_checkpoint(path: str | os.PathLike[str]) -> bool:
+    """True for a complete DCP checkpoint folder (it holds `.metadata`)."""
+    return os.path.isfile(os.path.join(os.fspath(path), METADATA_FILE))
+
+
+def latest_sharded_checkpoint(folder: str | os.PathLike[str]) -> str | None:
+    """The sharded checkpoint `checkpoint.latest` of `folder` names, or None if there is no pointer."""
+    pointer = os.path.join(os.fspath(folder), LATEST_SHARDED)
+    try:
+        with open(pointer, encoding="utf-8") as handle:
+            name = handle.read().strip()
+    except FileNotFoundError:
+        return None
+    if not _SHARDED_RE.match(name):
+        raise ValueError(f"{pointer} names {name!r}, which is not a model_phase-N_end.dcp folder")
+    return os.path.join(os.fspath(folder), name)
+
+
+def list_sharded_checkpoints(folder: str | os.PathLike[str]) -> list[str]:
+    """Complete sharded checkpoint folders in `folder`, highest phase first."""
+    found = []
+    with contextlib.suppress(FileNotFoundError):
+        for entry in os.scandir(folder):
+            match = _SHARDED_RE.match(entry.name)
+            if match and is_sharded_checkpoint(entry.path):
+                found.append((int(match.group(1)), entry.path))
+    return [path for _, path in sorted(found, reverse=True)]
+
+
+def remove_stale_sharded_temp(folder: str) -> list[str]:
+    """Delete temporary folders and pointer files a killed sharded save left in `folder`; return their names."""
+    removed = []
+    with contextlib.suppress(FileNotFoundError):
+        for entry in os.scandir(folder):
+            if _SHARDED_TMP_RE.match(entry.name):
+                if entry.is_dir(follow_symlinks=False):
+                    shutil.rmtree(entry.path, ignore_errors=True)
+                else:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(entry.path)
+                removed.append(entry.name)
+    return removed
+
+
+# --- state ----------------------------------------------------------------------------------------
+
+
+def holds_dtensors(value: Any) -> bool:
+    """True if `value` (a state structure of dicts, lists and tuples) holds a DTensor anywhere."""
+    if isinstance(value, DTensor):
+        return True
+    if isinstance(value, Mapping):
+        return any(holds_dtensors(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return any(holds_dtensors(v) for v in value)
+    return False
+
+
+def _model_and_optimizer(task: Any) -> tuple[torch.nn.Module | None, torch.optim.Optimizer | None]:
+    model = getattr(task, "base_model", None)
+    optimizer = getattr(task, "optimizer", None)
+    return (
+        model if isinstance(model, torch.nn.Module) else None,
+        optimizer if isinstance(optimizer, torch.optim.Optimizer) else None,
+    )
+
+
+def sharded_task_state(task: Any) -> dict[str, Any]:
+    """`task.get_classy_state()` with the model and optimizer state from DCP's `get_state_dict`.
+
+    The model state has the plain module's keys; the optimizer state is keyed by parameter name
+    (so it reshards); both keep DTensors sharded. Tasks without `base_model` / `optimizer` keep
+    their own entries.
+    """
+    state = dict(task.get_classy_state())
+    model, optimizer = _model_and_optimizer(task)
+    if model is not None and "base_model" in state:
+        if optimizer is not None and state.get("optimizer") is not None:
+            state["base_model"], state["optimizer"] = get_state_dict(model, optimizer)
+        else:
+            state["base_model"] = get_state_dict(model, [])[0]
+    if isinstance(state.get("base_model"), Mapping):
+        state["base_model"] = plain_state_dict(state["base_model"])
+    return state
+
+
+# --- saving ---------------------------------------------------------------------------------------
+
+
+def _temp_path(folder: str, name: str) -> str:
+    return os.path.join(folder, f".{name}.tmp")
+
+
+def start_sharded_save(
+    folder: str,
+    checkpoint: dict[str, Any],
+    name: str,
+    *,
+    asynchronous: bool = False,
+    process_group: Any = None,
+) -> Callable[[], str]:
+    """Write `checkpoint` with DCP on every rank into `<folder>/.<name>.tmp`; return the function that finishes it.
+
+    Synchronous: the shards and the metadata are written before this returns. `asynchronous`:
+    `dcp.async_save` copies the state to CPU memory here and writes it in a background thread
+    (using `process_group`, which should be a group of its own so that its collectives never
+    interleave with the training loop's). The returned function waits for the write, then on the
+    primary rank commits the folder (`commit_sharded_checkpoint`); it returns the final path.
+    """
+    tmp = _temp_path(folder, name)
+    writer = FileSystemWriter(tmp, sync_files=True)
+    if asynchronous:
+        response = dcp.async_save(checkpoint, storage_writer=writer, process_group=process_group)
+        future = getattr(response, "upload_completion", response)
+        wait: Callable[[], Any] = future.result
+    else:
+        dcp.save(checkpoint, storage_writer=writer, process_group=process_group)
+
+        def wait() -> None:
+            return None
+
+    def finish() -> str:
+        wait()  # on the coordinator, metadata is written only after every rank reported its shard
+        final = os.path.join(folder, name)
+        if is_primary():
+            commit_sharded_checkpoint(folder, name)
+        return final
+
+    return finish
+
+
+def commit_sharded_checkpoint(folder: str, name: str) -> str:
+    """Primary rank: rename `.<name>.tmp` to `<name>` and point `checkpoint.latest` at it (atomically)."""
+    tmp, final = _temp_path(folder, name), os.path.join(folder, name)
+    if not is_sharded_checkpoint(tmp):
+        raise RuntimeError(f"sharded checkpoint {tmp} has no {METADATA_FILE}: the save did not complete")
+    fsync_dir(tmp)
+    if os.path.exists(final):  # an older save of the same phase (a run resumed from an earlier checkpoint)
+        old = os.path.join(folder, f".{name}.old.tmp")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(final, old)
+        shutil.rmtree(old, ignore_errors=True)
+    os.replace(tmp, final)
+    fsync_dir(folder)
+    with atomic_write(os.path.join(folder, LATEST_SHARDED), "w") as handle:
+        handle.write(name + "\n")
+    return final
+
+
+# --- loading --------------------------------------------------------------------------------------
+
+
+def read_sharded_metadata(path: str | os.PathLike[str]) -> Metadata:
+    """The metadata of a sharded checkpoint folder, read safely; `CheckpointError` if it is unusable."""
+    try:
+        return SafeFileSystemReader(os.fspath(path)).read_metadata()
+    except CheckpointError:
+        raise
+    except Exception as exc:  # missing, truncated or not a pickle: all mean "not a complete checkpoint"
+        raise CheckpointError(
+            f"load_checkpoint: sharded checkpoint {os.fspath(path)} has no readable {METADATA_FILE} "
+            f"({type(exc).__name__}: {exc}). Pass a complete model_phase-N_end.dcp folder."
+        ) from exc
+
+
+def _load(state: dict[str, Any], path: str, *, single_process: bool) -> None:
+    """`dcp.load` with the safe reader and planner; DCP's errors become a `CheckpointError` naming the folder."""
+    planner = SafeLoadPlanner(flatten_state_dict=False) if single_process else SafeLoadPlanner()
+    try:
+        with warnings.catch_warnings():
+            # single process on purpose (reading a whole checkpoint): DCP warns that no process group exists
+            warnings.filterwarnings("ignore", message="torch.distributed is disabled, unavailable or uninitialized")
+            dcp.load(state, storage_reader=SafeFileSystemReader(path), planner=planner, no_dist=single_process)
+    except Exception as exc:
+        raise CheckpointError(
+            f"load_checkpoint: sharded checkpoint {path} cannot be loaded ({type(exc).__name__}: "
+            f"{str(exc).strip().splitlines()[0] if str(exc).strip() else exc!r}). It must be a complete "
+            "checkpoint of the same model, optimizer and hooks."
+        ) from exc
+
+
+def read_sharded_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read a whole sharded checkpoint in one process: DTensor shards are joined into full plain CPU tensors.
+
+    No process group is needed (nor used); the result is the nested dict that was saved.
+    """
+    path = os.fspath(path)
+    metadata = read_sharded_metadata(path)
+    flat: dict[str, Any] = {}
+    for fqn, item in metadata.state_dict_metadata.items():
+        if isinstance(item, TensorStorageMetadata):
+            flat[fqn] = torch.empty(item.size, dtype=item.properties.dtype)
+        elif isinstance(item, BytesStorageMetadata):
+            flat[fqn] = None  # replaced by the loaded value
+    _load(flat, path, single_process=True)
+    mappings = metadata.planner_data or {}
+    nested: dict[str, Any] = {}
+    for fqn, value in flat.items():
+        _set_path(nested, tuple(mappings.get(fqn, (fqn,))), value)
+    return nested
+
+
+def load_sharded_into_task(task: Any, path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Restore `task` (model, optimizer, hooks, counters) from a sharded checkpoint, in place, on every rank.
+
+    Hooks with a `prepare_to_load(task)` method (the EMA hook) are asked first to give their
+    state the shape (and sharding) the load fills in. Then the template, `sharded_task_state(task)`,
+    is loaded with DCP (which reshards), the model and optimizer are set with DCP's
+    `set_state_dict`, and everything goes through `task.set_classy_state`. Returns the checkpoint.
+    """
+    path = os.fspath(path)
+    read_sharded_metadata(path)  # a clear error for a missing or unsafe checkpoint before any collective
+    for hook in getattr(task, "hooks", ()):
+        prepare = getattr(hook, "prepare_to_load", None)
+        if callable(prepare):
+            prepare(task)
+    state = sharded_task_state(task)
+    checkpoint = make_checkpoint(state, None)
+    _load(checkpoint, path, single_process=False)
+    state = checkpoint["classy_state_dict"]
+    model, optimizer = _model_and_optimizer(task)
+    if model is not None and "base_model" in state:
+        if optimizer is not None and state.get("optimizer") is not None:
+            set_state_dict(model, optimizer, model_state_dict=state["base_model"], optim_state_dict=state["optimizer"])
+            state["optimizer"] = optimizer.state_dict()
+        else:
+            set_state_dict(model, [], model_state_dict=state["base_model"], optim_state_dict={})
+        state["base_model"] = model.state_dict()
+    task.set_classy_state(state)
+    barrier()
+    logger.info("Rank %d restored the task from sharded checkpoint %s", get_rank(), path)
+    return checkpoint
+
+
+def optimizer_state_by_index(state: Mapping[str, Any]) -> dict[str, Any]:
+    """Turn an optimizer state keyed by parameter name (DCP's) into `Optimizer.state_dict()`'s index keys.
+
+    Indices follow the order of the names in `param_groups`, as `torch.optim.Optimizer` numbers them.
+    """
+    index: dict[Any, int] = {}
+    groups = []
+    for group in state["param_groups"]:
+        names = list(group["params"])
+        groups.append({**group, "params": [index.setdefault(n, len(index)) for n in names]})
+    return {"state": {index[name]: slots for name, slots in state["state"].items()}, "param_groups": groups}
+

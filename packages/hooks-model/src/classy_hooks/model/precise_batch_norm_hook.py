@@ -12,11 +12,16 @@ from torch import nn
 from classy_hooks.core import ClassyHook, all_reduce, register_hook
 from classy_hooks.core.validation import check_bool, check_int
 from classy_hooks.model.exponential_moving_average_model_hook import ExponentialMovingAverageModelHook
+from classy_hooks.model.sharded_tensors import fsdp_modules, reshard
 
 logger = logging.getLogger(__name__)
 
 #: BatchNorm types whose statistics are recomputed (fvcore's `BN_MODULE_TYPES`).
 BN_MODULE_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
+
+#: Input layouts a rank without samples can be told about (dtype codes, dimensions after the batch one).
+_INPUT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64, torch.int64, torch.int32, torch.uint8)
+_MAX_SAMPLE_DIMS = 8
 
 
 def _mean(m: nn.modules.batchnorm._BatchNorm) -> torch.Tensor:
@@ -59,9 +64,38 @@ class _Sums:
                 offset += t.numel()
 
 
+def _agree_on_forwards(chunks: Sequence[torch.Tensor]) -> tuple[int, torch.Tensor | None]:
+    """One collective, so that every rank runs the same number of forwards (FSDP2 all-gathers, SyncBatchNorm).
+
+    Returns the largest number of chunks any rank holds, and a stand-in input for padding forwards
+    (whose statistics are not counted): this rank's last chunk, or, on a rank without samples, zeros
+    laid out like the other ranks' samples (None when no rank has any).
+    """
+    mine = torch.zeros(3 + _MAX_SAMPLE_DIMS, dtype=torch.int64)
+    mine[0] = len(chunks)
+    if chunks and chunks[-1].dtype in _INPUT_DTYPES and chunks[-1].dim() - 1 <= _MAX_SAMPLE_DIMS:
+        last = chunks[-1]
+        mine[1] = _INPUT_DTYPES.index(last.dtype) + 1
+        mine[2] = last.dim() - 1
+        mine[3 : 3 + last.dim() - 1] = torch.tensor(last.shape[1:], dtype=torch.int64)
+    agreed = [int(v) for v in all_reduce(mine, "max")]
+    forwards, dtype_code, sample_dims = agreed[0], agreed[1], agreed[2]
+    if chunks:
+        return forwards, chunks[-1]
+    if forwards == 0 or dtype_code == 0:
+        return forwards, None
+    # Two samples: BatchNorm in train mode needs more than one value per channel.
+    return forwards, torch.zeros((2, *agreed[3 : 3 + sample_dims]), dtype=_INPUT_DTYPES[dtype_code - 1])
+
+
 @torch.no_grad()
-def _accumulate(model: nn.Module, layers: Sequence[nn.modules.batchnorm._BatchNorm], inputs: Iterable[Any]) -> _Sums:
+def _accumulate(
+    model: nn.Module, layers: Sequence[nn.modules.batchnorm._BatchNorm], inputs: Iterable[tuple[torch.Tensor, bool]]
+) -> _Sums:
     """Run `model` on `inputs` with momentum 1 and sum each BN layer's batch statistics (no reduction).
+
+    `inputs` yields (input, counted): padding forwards (counted False) run the model, so that every
+    rank takes part in the same collectives, but add nothing to the sums.
 
     With momentum 1 a BN layer's `running_mean` / `running_var` after a forward are the batch mean
     and the Bessel-corrected batch variance of its input; with N = elements per channel,
@@ -79,9 +113,11 @@ def _accumulate(model: nn.Module, layers: Sequence[nn.modules.batchnorm._BatchNo
     try:
         for m in layers:
             m.momentum = 1.0
-        for x in inputs:
+        for x, counted in inputs:
             sizes.clear()
             model(x)
+            if not counted:
+                continue
             for i, m in enumerate(layers):
                 n = sizes.get(id(m))
                 if n is None:
@@ -138,7 +174,12 @@ class PreciseBatchNormHook(ClassyHook):
 
     Distributed: each rank sums N, N*mean and N*E[x^2] per layer over its samples, and one
     all-reduce adds them up, so every rank ends with the same statistics over all ranks' samples.
-    Every rank must run the hook (with SyncBatchNorm, every rank must also see the same number of batches).
+    Every rank must run the hook. Ranks may hold different numbers of batches: one small collective
+    first agrees on the largest count, and a rank with fewer batches runs padding forwards (on its
+    last batch, or on zeros shaped like the other ranks' samples if it has none) whose statistics
+    are not counted, so forwards that communicate (FSDP2's all-gathers, SyncBatchNorm) never
+    deadlock. On FSDP2-sharded models the forwards all-gather the weights as usual; BatchNorm
+    buffers are plain tensors on every rank and end identical; the modules are resharded afterwards.
 
     With ExponentialMovingAverageModelHook (found in the optional `task.hooks`, tracking BN
     buffers, task `ema` not False): the statistics are recomputed twice on the same samples: for
@@ -231,8 +272,9 @@ class PreciseBatchNormHook(ClassyHook):
             chunks = self._inputs(task)
             if not layers:
                 return
+            forwards, padding = _agree_on_forwards(chunks)
             device = next(iter(model.parameters()), torch.empty(0)).device
-            inputs = _Moved(chunks, device)
+            inputs = _Moved(chunks, forwards, padding, device)
             sums = [_accumulate(model, layers, inputs)]
             ema_hooks = self._ema_hooks(task)
             for hook in ema_hooks:
@@ -241,6 +283,7 @@ class PreciseBatchNormHook(ClassyHook):
                     sums.append(_accumulate(model, layers, inputs))
                 finally:
                     hook.swap(task)
+            reshard(fsdp_modules(model))  # no-grad forwards leave FSDP2's root unsharded
         flat = all_reduce(torch.cat([s.flat() for s in sums]), "sum")
         size = flat.numel() // len(sums)
         for i, s in enumerate(sums):
@@ -262,12 +305,19 @@ class PreciseBatchNormHook(ClassyHook):
 
 
 class _Moved:
-    """Iterate over tensors, moving each to `device` on the way (no copy when already there)."""
+    """(input, counted) for each chunk, then padding inputs up to `forwards`; moved to `device` on the way."""
 
-    def __init__(self, chunks: Sequence[torch.Tensor], device: torch.device) -> None:
+    def __init__(
+        self, chunks: Sequence[torch.Tensor], forwards: int, padding: torch.Tensor | None, device: torch.device
+    ) -> None:
         self.chunks = chunks
+        self.forwards = forwards
+        self.padding = padding
         self.device = device
 
-    def __iter__(self) -> Iterator[torch.Tensor]:
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, bool]]:
         for c in self.chunks:
-            yield c.to(self.device, non_blocking=True)
+            yield c.to(self.device, non_blocking=True), True
+        if self.padding is not None:
+            for _ in range(self.forwards - len(self.chunks)):
+                yield self.padding.to(self.device, non_blocking=True), False

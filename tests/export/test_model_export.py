@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import os
+import subprocess
 import warnings
 from pathlib import Path
 from typing import Any, Callable
@@ -15,7 +16,7 @@ from torch import nn
 
 from classy_hooks.core import HookConfigError, TaskContractError
 from classy_hooks.export import ExportError, TorchExportHook, TorchscriptHook
-from helpers import make_task
+from helpers import ROOT, VENV_BIN, free_port, make_task, subprocess_env
 from reference_trainer.task import ReferenceTask
 
 HookFactory = Callable[[Path], Any]
@@ -243,3 +244,20 @@ def test_module_compiled_in_place_names_the_fix(tmp_path: Path):
     with pytest.raises(ExportError, match=r"compiled in place.*torch.compile\(model\) instead, or use the torch_export"):
         hook.on_end(task)
     assert not os.path.exists(hook.output_path)
+
+
+@pytest.mark.slow  # a 2-rank torchrun job
+@pytest.mark.parametrize("name", ["torchscript", "torch_export"])
+def test_fsdp2_model_is_refused_on_every_rank_in_on_start(tmp_path: Path, name: str):
+    """FSDP2 (`fully_shard`, gloo, 2 ranks): every rank refuses in on_start, naming the fix; nothing is written."""
+    job = Path(__file__).with_name("fsdp_export_job.py")
+    torchrun = [str(VENV_BIN / "torchrun"), "--nproc_per_node", "2", "--master_addr", "127.0.0.1"]
+    command = [*torchrun, "--master_port", str(free_port()), str(job), name, str(tmp_path / "out")]
+    proc = subprocess.run(command, env=subprocess_env(), text=True, capture_output=True, timeout=240, cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    lines = sorted(line for line in proc.stdout.splitlines() if line.startswith("rank "))
+    assert [line.split(":")[0] for line in lines] == ["rank 0", "rank 1"], proc.stdout
+    for line in lines:
+        assert ": refused: " in line and "is sharded with FSDP2 fully_shard (parameter" in line, line
+        assert "Export an unsharded copy instead" in line and "get_model_state_dict" in line, line
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())

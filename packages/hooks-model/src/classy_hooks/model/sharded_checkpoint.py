@@ -317,7 +317,10 @@ def read_sharded_metadata(path: str | os.PathLike[str]) -> Metadata:
 
 def _load(state: dict[str, Any], path: str, *, single_process: bool) -> None:
     """`dcp.load` with the safe reader and planner; DCP's errors become a `CheckpointError` naming the folder."""
-    planner = SafeLoadPlanner(flatten_state_dict=False) if single_process else SafeLoadPlanner()
+    # single process: a flat template of full tensors; its values are replaced in this very dict
+    planner = SafeLoadPlanner(flatten_state_dict=False, flatten_sharded_tensors=False) if single_process else (
+        SafeLoadPlanner()
+    )
     try:
         with warnings.catch_warnings():
             # single process on purpose (reading a whole checkpoint): DCP warns that no process group exists

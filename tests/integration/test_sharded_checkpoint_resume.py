@@ -1,0 +1,190 @@
+"""FSDP2 on 2 gloo ranks: sharded checkpoints (one file per rank + metadata) resume bit-identically, survive SIGKILL
+during a save, and convert to one Classy file that resumes in a single process.
+
+Real torchrun jobs of the reference trainer with EMA, precise BatchNorm and CheckpointHook (sharded, chosen
+automatically because the FSDP2 state holds DTensors). The reference is one uninterrupted run; every other run
+must end with the very same final checkpoint: model, optimizer (keyed by parameter name), EMA (sharded), hook
+state, counters and RNG.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from classy_hooks.model import CheckpointHook, ExponentialMovingAverageModelHook, PreciseBatchNormHook, load_checkpoint
+from classy_hooks.model.checkpoint_io import resume_task
+from classy_hooks.model.sharded_checkpoint import LATEST_SHARDED, read_sharded_metadata
+from helpers import ROOT, subprocess_env, tiny_config, train_command, write_config
+from integration.test_checkpoint_sigkill import _saving
+from reference_trainer.task import ReferenceTask
+
+pytestmark = pytest.mark.slow
+
+
+def _hooks(non_blocking: bool = False) -> list[dict[str, Any]]:
+    return [
+        {
+            "name": "checkpoint",
+            "checkpoint_folder": "{run_dir}/checkpoints",
+            "phase_types": ["train", "test"],
+            "non_blocking": non_blocking,
+        },
+        {"name": "ema_model_weights", "decay": 0.8},
+        {"name": "precise_bn", "num_samples": 32},
+    ]
+
+
+def _config(non_blocking: bool = False) -> dict[str, Any]:
+    return tiny_config(num_epochs=3, fsdp=True, hooks=_hooks(non_blocking))  # 6 phases: train, test, ...
+
+
+def _train(run_dir: Path, config: dict[str, Any], extra: tuple[str, ...] = ()) -> str:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path = write_config(run_dir / f"config-{len(list(run_dir.glob('config-*.json')))}.json", config)
+    proc = subprocess.run(
+        train_command(path, run_dir, nproc=2, extra=extra),
+        env=subprocess_env(),
+        cwd=ROOT,
+        text=True,
+        capture_output=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, f"training failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+    return proc.stdout
+
+
+def assert_identical(a: Any, b: Any, path: str = "state") -> None:
+    """Bit-identical nested state: same keys, same types, equal tensors (dtype and shape included)."""
+    if isinstance(a, torch.Tensor):
+        assert isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b), path
+    elif isinstance(a, dict):
+        assert isinstance(b, dict) and a.keys() == b.keys(), f"{path}: {sorted(a)} != {sorted(b)}"
+        for key in a:
+            assert_identical(a[key], b[key], f"{path}[{key!r}]")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), path
+        for i, (x, y) in enumerate(zip(a, b)):
+            assert_identical(x, y, f"{path}[{i}]")
+    else:
+        assert a == b, f"{path}: {a!r} != {b!r}"
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The reference: 6 phases in one go; returns its checkpoint folder."""
+    run_dir = tmp_path_factory.mktemp("uninterrupted")
+    out = _train(run_dir, _config())
+    assert "Model sharded with FSDP2 fully_shard over 2 ranks" in out
+    return run_dir / "checkpoints"
+
+
+def test_sharded_layout_one_file_per_rank_plus_metadata_and_a_latest_pointer(uninterrupted: Path) -> None:
+    names = sorted(os.listdir(uninterrupted))
+    assert names == [LATEST_SHARDED] + [f"model_phase-{n}_end.dcp" for n in range(6)]  # no temp folder left
+    assert (uninterrupted / LATEST_SHARDED).read_text() == "model_phase-5_end.dcp\n"
+    assert sorted(os.listdir(uninterrupted / "model_phase-5_end.dcp")) == [".metadata", "__0_0.distcp", "__1_0.distcp"]
+    metadata = read_sharded_metadata(uninterrupted / "model_phase-5_end.dcp")
+    ema_key = "classy_state_dict.hooks.ExponentialMovingAverageModelHook.ema_state.features.0.weight"
+    model_key = "classy_state_dict.base_model.features.0.weight"
+    for key in (ema_key, model_key):  # the model and the EMA are saved sharded: one chunk per rank
+        assert len(metadata.state_dict_metadata[key].chunks) == 2, key
+    state = load_checkpoint(uninterrupted)["classy_state_dict"]
+    assert state["phase_idx"] == 5 and state["hooks"]["CheckpointHook"]["phase_counter"] == 6
+    assert "features.0.weight" in state["optimizer"]["state"]  # DCP's optimizer state is keyed by parameter name
+
+
+def test_resume_into_the_sharded_model_is_bit_identical_with_async_saves(uninterrupted: Path, tmp_path: Path) -> None:
+    out = _train(tmp_path, _config(non_blocking=True), ("--resume", str(uninterrupted / "model_phase-2_end.dcp")))
+    assert "phase 2 was done, continuing with phase 3" in out
+    assert sorted(os.listdir(tmp_path / "checkpoints")) == [LATEST_SHARDED] + [
+        f"model_phase-{n}_end.dcp" for n in (3, 4, 5)
+    ]
+    assert_identical(load_checkpoint(tmp_path / "checkpoints"), load_checkpoint(uninterrupted))
+
+
+def test_sigkill_during_sharded_saves_then_resume_ends_bit_identical(uninterrupted: Path, tmp_path: Path) -> None:
+    """SIGKILL the whole torchrun job (both ranks, as a lost node) while a sharded save's temp folder exists."""
+    folder = tmp_path / "checkpoints"
+    folder.mkdir()
+    config_path = write_config(tmp_path / "config.json", _config())
+    rng = random.Random(0)
+    kills, kills_during_save, last_phase = 0, 0, -1
+    while kills < 4:
+        extra = ("--resume", str(folder)) if (folder / LATEST_SHARDED).exists() else ()
+        job = subprocess.Popen(
+            train_command(config_path, tmp_path, nproc=2, extra=extra),
+            env=subprocess_env(),
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,  # its own process group: one killpg takes torchrun and both ranks
+        )
+        deadline = time.monotonic() + 120
+        while not _saving(folder) and job.poll() is None:
+            assert time.monotonic() < deadline, "the run never started a save"
+            time.sleep(0.0005)
+        time.sleep(rng.uniform(0, 0.01))
+        hit = _saving(folder)
+        with contextlib.suppress(ProcessLookupError):  # the run may have finished on its own
+            os.killpg(job.pid, signal.SIGKILL)
+        job.wait()
+        kills += 1
+        kills_during_save += hit
+        if (folder / LATEST_SHARDED).exists():  # the latest pointer always names a complete checkpoint
+            state = load_checkpoint(folder)["classy_state_dict"]
+            assert state["phase_idx"] >= last_phase
+            last_phase = state["phase_idx"]
+        if kills_during_save >= 2 or last_phase >= 4:
+            break
+    print(f"{kills} kills, {kills_during_save} during a save, latest phase {last_phase}", file=sys.stderr)
+    assert kills_during_save >= 1, "no kill hit a save"
+    left_behind = _saving(folder)  # the last kill may have struck just after the save committed
+    extra = ("--resume", str(folder)) if (folder / LATEST_SHARDED).exists() else ()
+    out = _train(tmp_path, _config(), extra)
+    assert ("removed 1 temporary file(s) or folder(s) left by an interrupted save" in out) == left_behind
+    assert not any(name.endswith(".tmp") for name in os.listdir(folder))
+    assert_identical(load_checkpoint(folder), load_checkpoint(uninterrupted))
+
+
+def test_two_rank_checkpoint_converted_resumes_in_one_process(uninterrupted: Path, tmp_path: Path) -> None:
+    target = tmp_path / "converted" / "checkpoint.torch"
+    proc = subprocess.run(
+        [sys.executable, "-m", "classy_hooks.model.convert_checkpoint", str(uninterrupted / "model_phase-3_end.dcp"),
+         str(target)],
+        env=subprocess_env(),
+        cwd=ROOT,
+        text=True,
+        capture_output=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    single = torch.load(target, weights_only=True)  # a Classy Vision checkpoint: plain tensors, index-keyed optimizer
+    assert set(single) == {"input_args", "classy_state_dict", "checkpoint_format_version"}
+    saved = single["classy_state_dict"]
+    assert sorted(saved["optimizer"]["state"]) == list(range(len(saved["optimizer"]["state"])))
+
+    folder = tmp_path / "single"
+    hooks = [CheckpointHook(str(folder), phase_types=["train", "test"]), ExponentialMovingAverageModelHook(0.8),
+             PreciseBatchNormHook(32)]
+    config = tiny_config(num_epochs=3)
+    task = ReferenceTask(config, hooks)
+    resume_task(task, target)
+    restored = task.get_classy_state()
+    assert_identical(restored["base_model"], saved["base_model"], "model")
+    assert_identical(restored["optimizer"], saved["optimizer"], "optimizer")
+    assert_identical(restored["hooks"], saved["hooks"], "hooks")  # EMA as full tensors, phase counter
+    assert (restored["phase_idx"], restored["num_updates"]) == (3, saved["num_updates"])
+    task.run()  # the single process trains on: phases 4 and 5, saved as single files
+    assert sorted(os.listdir(folder)) == ["checkpoint.torch", "model_phase-4_end.torch", "model_phase-5_end.torch"]
+    assert load_checkpoint(folder)["classy_state_dict"]["phase_idx"] == 5

@@ -1,6 +1,8 @@
 """torchrun worker (2 gloo ranks, CPU): the EMA and precise-BN hooks on an FSDP2-sharded model.
 
-Run by tests/model/test_ema_on_fsdp2.py as `torchrun --nproc_per_node 2 fsdp2_ema_worker.py OUT_DIR`. Every
+Run by tests/model/test_ema_on_fsdp2.py as `torchrun --nproc_per_node 2 fsdp2_ema_worker.py OUT_DIR`. Stories:
+fp32 model with BatchNorm (sharded layout and bytes, exact updates, precise BN, test phase, resume from full
+tensors, DCP round trip, sharded state on a plain model) and bf16 weights with a float32 average. Every
 check is an assertion made on every rank against references computed independently from full (unsharded)
 tensors; the figures measured (per-rank EMA bytes) go to OUT_DIR/rank<r>.json.
 """
@@ -236,6 +238,39 @@ def main() -> None:
         figures["plain_model_error"] = str(error)
     else:
         raise AssertionError("a DTensor EMA state on a plain model was accepted")
+
+    # ---- bf16 weights: a float32 average, sharded, never rounded by a test phase ----
+    torch.manual_seed(1)
+    low = Net().to(torch.bfloat16)
+    fully_shard(low)
+    low_task = SimpleNamespace(base_model=low.train(), train=True, is_optimizer_step=True)
+    low_ema = ExponentialMovingAverageModelHook(0.9999)
+    low_ema.on_start(low_task)
+    assert all(local(t).dtype == torch.float32 for t in low_ema.state.ema_state.values() if t.is_floating_point())
+    low_reference = {n: t.double() for n, t in model_tensors(low).items()}
+    for step in range(20):
+        with torch.no_grad():
+            for p in low.parameters():
+                p.to_local().add_(0.01 * (step + 1))
+        low_ema.on_step(low_task)
+        for n, w in model_tensors(low).items():
+            if low_reference[n].is_floating_point():
+                low_reference[n].lerp_(w.double(), 1e-4)
+            else:
+                low_reference[n].copy_(w)
+        if step == 10:
+            low_training = model_tensors(low)
+            low_task.train = False
+            low_ema.on_phase_start(low_task)
+            swapped_state = low_ema.get_classy_state()["ema_state"]  # what a checkpoint now saves
+            assert_equal({n: full(t).to(torch.bfloat16) for n, t in swapped_state.items()}, low_training, "aside")
+            assert all(isinstance(swapped_state[n], DTensor) for n, _ in low.named_parameters())
+            low_task.train = True
+            low_ema.on_phase_start(low_task)
+            assert_equal(model_tensors(low), low_training, "bf16 training weights after the test phase")
+    for n, t in low_ema.state.ema_state.items():
+        if t.is_floating_point():
+            assert (full(t).double() - low_reference[n]).abs().max() < 1e-6, n  # fp32 accuracy, not bf16
 
     (out / f"rank{rank}.json").write_text(json.dumps(figures))
     print(f"rank {rank} ok", flush=True)

@@ -229,3 +229,32 @@ def test_hook_order_does_not_change_a_training_run() -> None:
         assert torch.equal(model_a[key], model_b[key]), key
     for key in ema_a:
         assert torch.equal(ema_a[key], ema_b[key]), key
+
+
+def test_with_a_float32_ema_of_bf16_weights_the_ema_gets_its_own_statistics() -> None:
+    """The EMA's statistics are written into the bf16 model while it is swapped and end in the fp32 average."""
+    model = SmallCNN(num_classes=4, image_size=16, width=8).to(torch.bfloat16).train()
+    loader = [{"input": b["input"].to(torch.bfloat16)} for b in _batches(3)]
+    ema = ExponentialMovingAverageModelHook(0.5)
+    precise = PreciseBatchNormHook(48)
+    task = _task(model, loader, is_optimizer_step=True, hooks=[ema, precise])
+    for hook in task.hooks:
+        hook.on_start(task)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(1.5)
+    ema.on_step(task)
+    training = copy.deepcopy(model.state_dict())
+    ema.swap(task)
+    ema_expected = bn_input_stats(model, [b["input"] for b in loader])
+    ema.swap(task)
+    precise.on_phase_end(task)
+    running = [k for k in training if "running" in k]
+    assert all(ema.state.ema_state[k].dtype == torch.float32 for k in running)
+    for key, value in model.state_dict().items():  # the model's own statistics changed, nothing else
+        assert torch.equal(value, training[key]) != (key in running), key
+    task.train = False
+    ema.on_phase_start(task)
+    for m, (mean, var) in zip(bn_layers(model), ema_expected):
+        assert torch.allclose(m.running_mean.double(), mean, rtol=2e-2, atol=2e-2)
+        assert torch.allclose(m.running_var.double(), var, rtol=2e-2, atol=2e-2)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any, NamedTuple
 
 import torch
@@ -101,9 +101,11 @@ class ExponentialMovingAverageModelHook(ClassyHook):
     bfloat16 / float16 tensors (a bf16 average with decay 0.9999 never moves: its updates are below
     bf16's resolution) and in the tensor's dtype otherwise; "param" always uses the tensor's dtype
     (Classy Vision's behaviour); "float32", "float64", "bfloat16" or "float16" use that dtype for
-    every floating tensor. A wider EMA is cast on swap (a copy in place, not a storage swap; the
-    average resumes from its value rounded to the weights' dtype once per test phase). `on_start`
-    warns when `1 - decay` is below the EMA dtype's resolution (such an EMA cannot move).
+    every floating tensor. A wider EMA is cast into the model on swap (a copy in place, not a storage
+    swap) and is itself never rounded: while swapped, the hook sets the training weights of those
+    tensors aside (in their dtype: half the EMA's bytes for bf16 weights), and `get_classy_state`
+    still reports them in `ema_state`. `on_start` warns when `1 - decay` is below the EMA dtype's
+    resolution (such an EMA cannot move).
 
     `device`: "cpu" keeps the EMA copy in host memory (saves accelerator memory; with a CUDA model
     each update copies the weights to the host with a blocking copy, so the values read are always
@@ -147,6 +149,9 @@ class ExponentialMovingAverageModelHook(ClassyHook):
         self.state.swapped = False
         self._groups: list[_Group] | None = None
         self._int_pairs: tuple[list[torch.Tensor], list[torch.Tensor]] = ([], [])
+        # While swapped: the training weights of tensors whose average is wider than they are (local
+        # tensors in the weights' dtype), so that the average itself is never rounded by a swap.
+        self._held: dict[str, torch.Tensor] = {}
 
     on_phase_end = ClassyHook._noop
     on_end = ClassyHook._noop
@@ -186,11 +191,45 @@ class ExponentialMovingAverageModelHook(ClassyHook):
                 "%s: device='gpu' but the model is on the CPU; the EMA copy stays next to it on the CPU.", self.name()
             )
         self._warn_if_the_average_cannot_move(named)
+        self._held = {}
         if self.state.ema_state:
             self.state.ema_state = self._adopt(named, self.state.ema_state)
+            if self.state.swapped:
+                self._set_aside_restored_training_weights(named)
         else:
             self.state.ema_state = {n: self._copy_of(t) for n, t, _ in named}
         self._groups = None
+
+    def get_classy_state(self) -> dict[str, Any]:
+        """The state; while swapped, `ema_state` holds the training weights (of every tensor, as always)."""
+        state = super().get_classy_state()
+        if self._held:
+            ema = dict(self.state.ema_state)
+            for n, held in self._held.items():
+                average = ema[n]
+                widened = held.to(device=local_part(average).device, dtype=average.dtype)
+                ema[n] = sharded_like(widened, average) if is_sharded(average) else widened
+            state["ema_state"] = ema
+        return state
+
+    def set_classy_state(self, state_dict: Mapping[str, Any]) -> None:
+        super().set_classy_state(state_dict)
+        self._held = {}
+        self._groups = None
+
+    @torch.no_grad()
+    def _set_aside_restored_training_weights(self, named: list[tuple[str, torch.Tensor, bool]]) -> None:
+        """A state saved while swapped: the model holds the (cast) EMA and `ema_state` the training weights.
+
+        Where the average is wider than the weights, keep the training weights aside (exact) and take
+        the average back from the model: it is the EMA rounded to the weights' dtype (the one rounding
+        a resume in the middle of a test phase costs).
+        """
+        for n, t, _ in named:
+            live, average = local_part(t), local_part(self.state.ema_state[n])
+            if average.dtype != live.dtype:
+                self._held[n] = average.to(dtype=live.dtype)
+                average.copy_(live)
 
     def prepare_to_load(self, task: Any) -> None:
         """Fill `state.ema_state` with tensors laid out as this model's EMA, ready to be loaded into in place.
@@ -332,17 +371,33 @@ class ExponentialMovingAverageModelHook(ClassyHook):
     def swap(self, task: Any) -> None:
         """Exchange the model's weights and the EMA copy (training <-> EMA); flips `state.swapped`."""
         ema: dict[str, torch.Tensor] = self.state.ema_state
-        exchanges: list[tuple[torch.Tensor, torch.Tensor]] = []
+        swapping_in = not self.state.swapped
         for n, t, is_param in self._tracked(task.base_model):
             other = ema[n]
-            if is_param and not is_sharded(t) and other.device == t.device and other.dtype == t.dtype:
+            live, average = local_part(t), local_part(other)
+            if average.dtype != live.dtype:
+                self._swap_wider_average(n, live, average, swapping_in)
+            elif is_param and not is_sharded(t) and other.device == t.device:
                 ema[n] = t.data  # the storage swap: no copy
                 t.data = other
-            else:
-                exchanges.append((local_part(t), local_part(other)))
-        for live, other in exchanges:  # contents exchanged in place (casts where the dtypes differ)
-            held = live.clone()
-            live.copy_(other)
-            other.copy_(held)
-        self.state.swapped = not self.state.swapped
+            else:  # contents exchanged in place: modules, DDP and FSDP2 keep their own tensors
+                held = live.clone()
+                live.copy_(average)
+                average.copy_(held)
+        self.state.swapped = swapping_in
         self._groups = None
+
+    def _swap_wider_average(self, name: str, live: torch.Tensor, average: torch.Tensor, swapping_in: bool) -> None:
+        """Swap for an average wider than the weights (e.g. fp32 for bf16) without ever rounding the average.
+
+        In: the training weights are set aside (their dtype, the average's device) and the model gets
+        the average cast to its dtype. Out: the model gets the training weights back; whatever was
+        written into the model meanwhile (precise BN's statistics for the EMA) goes into the average.
+        """
+        if swapping_in:
+            self._held[name] = live.to(device=average.device, copy=True)
+            live.copy_(average)
+            return
+        changed = live != average.to(device=live.device, dtype=live.dtype)
+        average.copy_(torch.where(changed, live, average.to(live.device)))
+        live.copy_(self._held.pop(name))

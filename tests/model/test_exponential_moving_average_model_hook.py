@@ -419,3 +419,14 @@ def test_a_checkpoint_taken_while_swapped_resumes_exact_training_weights_for_bf1
         assert torch.equal(value, training[key]), key  # bit-identical training weights
     for name, tensor in resumed.state.ema_state.items():  # the average, rounded once to bf16 by the resume
         assert torch.equal(tensor, average[name].to(torch.bfloat16).to(tensor.dtype)), name
+
+
+def test_state_keys_are_the_plain_modules_through_compile_and_ddp_wrappers() -> None:
+    model = MixedModel()
+    plain = ExponentialMovingAverageModelHook(0.9)
+    plain.on_start(_task(model))
+    model.a = torch.compile(model.a)  # a compiled submodule adds `_orig_mod` in the middle of its names
+    wrapped = ExponentialMovingAverageModelHook(0.9)
+    wrapped.on_start(_task(torch.compile(model)))
+    assert set(wrapped.state.ema_state) == set(plain.state.ema_state)
+    assert "a.weight" in wrapped.state.ema_state

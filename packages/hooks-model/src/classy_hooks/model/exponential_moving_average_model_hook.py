@@ -12,6 +12,7 @@ from torch import nn
 from classy_hooks.core import ClassyHook, ClassyHookState, is_optimizer_step, register_hook
 from classy_hooks.core.errors import HookConfigError
 from classy_hooks.core.validation import check_bool, check_choice, check_float, check_int
+from classy_hooks.core.wrapped_models import plain_key, unwrap_model
 from classy_hooks.model.sharded_tensors import (
     fsdp_modules,
     is_sharded,
@@ -41,16 +42,17 @@ def tracked_tensors(model: nn.Module, consider_bn_buffers: bool) -> Iterator[tup
     """(state_dict name, tensor, is_parameter) for every tensor the EMA follows.
 
     All parameters, plus, with `consider_bn_buffers`, every buffer of every BatchNorm module
-    (`running_mean`, `running_var`, `num_batches_tracked`).
+    (`running_mean`, `running_var`, `num_batches_tracked`). Names are the plain module's (no
+    `_orig_mod` of a compiled submodule), as in checkpoints.
     """
     for name, param in model.named_parameters():
-        yield name, param, True
+        yield plain_key(name), param, True
     if consider_bn_buffers:
         for module_name, module in model.named_modules():
             if isinstance(module, nn.modules.batchnorm._BatchNorm):
                 for buffer_name, buffer in module.named_buffers(recurse=False):
                     if buffer is not None:
-                        yield f"{module_name}.{buffer_name}" if module_name else buffer_name, buffer, False
+                        yield plain_key(f"{module_name}.{buffer_name}" if module_name else buffer_name), buffer, False
 
 
 class _Group(NamedTuple):
@@ -171,7 +173,9 @@ class ExponentialMovingAverageModelHook(ClassyHook):
         return tensor.dtype
 
     def _tracked(self, model: nn.Module) -> list[tuple[str, torch.Tensor, bool]]:
-        """The tracked tensors, with FSDP2 modules resharded so that parameters are the sharded DTensors."""
+        """The tracked tensors of the plain module (seen through torch.compile / DDP wrappers), with FSDP2
+        modules resharded so that parameters are the sharded DTensors."""
+        model = unwrap_model(model)
         reshard(fsdp_modules(model))
         return list(tracked_tensors(model, self.consider_bn_buffers))
 

@@ -133,3 +133,44 @@ def test_stale_temp_files_are_removed(tmp_path: Path) -> None:
         ".model_phase-3_end.torch.abc.tmp",
     ]
     assert os.listdir(tmp_path) == ["keep.tmp"]
+
+
+def _same_model_state(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for key, value in a.items():
+        assert torch.equal(value, b[key]), key
+
+
+@pytest.mark.slow
+def test_compiled_run_checkpoint_loads_into_the_uncompiled_model_and_back(tmp_path: Path) -> None:
+    compiled = make_task([CheckpointHook(str(tmp_path / "compiled"))], num_epochs=1, compile={"backend": "aot_eager"})
+    compiled.run()
+    saved = load_checkpoint(tmp_path / "compiled")["classy_state_dict"]
+    assert not any("_orig_mod" in key for key in saved["base_model"])
+    eager = make_task([CheckpointHook(str(tmp_path / "eager"))], num_epochs=2)
+    resume_task(eager, tmp_path / "compiled")  # compiled -> uncompiled
+    _same_model_state(eager.base_model.state_dict(), saved["base_model"])
+    eager.run()
+    back = make_task([], num_epochs=2, compile={"backend": "aot_eager"})
+    resume_task(back, tmp_path / "eager")  # uncompiled -> compiled
+    _same_model_state(back.base_model.state_dict(), load_checkpoint(tmp_path / "eager")["classy_state_dict"]["base_model"])
+
+
+@pytest.mark.parametrize("prefix", ["_orig_mod.", "module.", "module._orig_mod."])
+def test_old_checkpoints_with_wrapper_keys_load_with_plain_keys(folder: Path, tmp_path: Path, prefix: str) -> None:
+    checkpoint = load_checkpoint(folder)
+    state = checkpoint["classy_state_dict"]
+    old = make_checkpoint({**state, "base_model": {prefix + k: v for k, v in state["base_model"].items()}})
+    old["classy_state_dict"]["base_model"] = {prefix + k: v for k, v in state["base_model"].items()}  # as written then
+    torch.save(old, tmp_path / "old.torch")
+    loaded = load_checkpoint(tmp_path / "old.torch")["classy_state_dict"]["base_model"]
+    _same_model_state(loaded, state["base_model"])
+    task = make_task([], num_epochs=2)
+    resume_task(task, tmp_path / "old.torch")
+    _same_model_state(task.base_model.state_dict(), state["base_model"])
+
+
+def test_make_checkpoint_writes_the_plain_modules_keys() -> None:
+    model = torch.nn.Linear(2, 2)
+    wrapped = {f"module._orig_mod.{k}": v for k, v in model.state_dict().items()}
+    assert sorted(make_checkpoint({"base_model": wrapped})["classy_state_dict"]["base_model"]) == ["bias", "weight"]

@@ -29,12 +29,13 @@ import pickle
 import re
 import shutil
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import torch
 import torch.distributed.checkpoint as dcp
 from torch.distributed.checkpoint import FileSystemReader, FileSystemWriter
+from torch.distributed.checkpoint.api import CheckpointException
 from torch.distributed.checkpoint.default_planner import DefaultLoadPlanner
 from torch.distributed.checkpoint.metadata import BytesStorageMetadata, Metadata, TensorStorageMetadata
 from torch.distributed.checkpoint.planner import ReadItem
@@ -239,6 +240,14 @@ def sharded_task_state(task: Any) -> dict[str, Any]:
 # --- saving ---------------------------------------------------------------------------------------
 
 
+@contextlib.contextmanager
+def _quiet_single_process() -> Iterator[None]:
+    """DCP warns on every save/load without a process group; one process is a supported, deliberate use."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="torch.distributed is disabled, unavailable or uninitialized")
+        yield
+
+
 def _temp_path(folder: str, name: str) -> str:
     return os.path.join(folder, f".{name}.tmp")
 
@@ -262,11 +271,13 @@ def start_sharded_save(
     tmp = _temp_path(folder, name)
     writer = FileSystemWriter(tmp, sync_files=True)
     if asynchronous:
-        response = dcp.async_save(checkpoint, storage_writer=writer, process_group=process_group)
+        with _quiet_single_process():
+            response = dcp.async_save(checkpoint, storage_writer=writer, process_group=process_group)
         future = getattr(response, "upload_completion", response)
         wait: Callable[[], Any] = future.result
     else:
-        dcp.save(checkpoint, storage_writer=writer, process_group=process_group)
+        with _quiet_single_process():
+            dcp.save(checkpoint, storage_writer=writer, process_group=process_group)
 
         def wait() -> None:
             return None
@@ -322,15 +333,17 @@ def _load(state: dict[str, Any], path: str, *, single_process: bool) -> None:
         SafeLoadPlanner()
     )
     try:
-        with warnings.catch_warnings():
-            # single process on purpose (reading a whole checkpoint): DCP warns that no process group exists
-            warnings.filterwarnings("ignore", message="torch.distributed is disabled, unavailable or uninitialized")
+        with _quiet_single_process():
             dcp.load(state, storage_reader=SafeFileSystemReader(path), planner=planner, no_dist=single_process)
-    except Exception as exc:
+    except (Exception, CheckpointException) as exc:  # DCP's CheckpointException is a BaseException
+        cause: Any = exc
+        if isinstance(exc, CheckpointException) and exc.failures:  # {rank: (exception, traceback)}
+            first = next(iter(exc.failures.values()))
+            cause = first[0] if isinstance(first, tuple) else first
+        text = " ".join(str(cause).split())[:300] or repr(cause)
         raise CheckpointError(
-            f"load_checkpoint: sharded checkpoint {path} cannot be loaded ({type(exc).__name__}: "
-            f"{str(exc).strip().splitlines()[0] if str(exc).strip() else exc!r}). It must be a complete "
-            "checkpoint of the same model, optimizer and hooks."
+            f"load_checkpoint: sharded checkpoint {path} cannot be loaded ({type(cause).__name__}: {text}). "
+            "It must be a complete checkpoint of the same model, optimizer and hooks, written by CheckpointHook."
         ) from exc
 
 

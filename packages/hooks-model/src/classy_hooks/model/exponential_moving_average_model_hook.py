@@ -8,6 +8,7 @@ from typing import Any, NamedTuple
 
 import torch
 from torch import nn
+from torch.distributed.tensor import DTensor
 
 from classy_hooks.core import ClassyHook, ClassyHookState, is_optimizer_step, register_hook
 from classy_hooks.core.errors import HookConfigError
@@ -284,28 +285,32 @@ class ExponentialMovingAverageModelHook(ClassyHook):
                     f"{self.name()}: restored EMA tensor {n!r} has shape {tuple(saved.shape)}, the model "
                     f"{tuple(t.shape)}. Resume with the same model."
                 )
-            if is_sharded(saved) and not is_sharded(t):
-                raise HookConfigError(
-                    f"{self.name()}: restored EMA tensor {n!r} is sharded (a DTensor) but the model's tensor is "
-                    "not. Resume a sharded checkpoint with the model sharded the same way (fully_shard), or "
-                    "convert it to full tensors first (torch.distributed.checkpoint.format_utils.dcp_to_torch_save)."
-                )
-            device, dtype = self._target_device(t), self.average_dtype(t)
-            if not is_sharded(t):
-                adopted[n] = saved.to(device=device, dtype=dtype)
-                continue
-            if is_sharded(saved):
-                if not same_layout(saved, t):
-                    raise HookConfigError(
-                        f"{self.name()}: restored EMA tensor {n!r} is sharded as {saved.placements} on "
-                        f"{saved.device_mesh}, the model's parameter as {t.placements} on {t.device_mesh}. "
-                        "Resume with the same sharding, or from full tensors."
-                    )
-                local = local_part(saved)
-            else:
-                local = local_part(shard_full_tensor(saved, t))
-            adopted[n] = sharded_like(local.to(device=device, dtype=dtype), t)
+            adopted[n] = self._adopt_one(n, saved, t)
         return adopted
+
+    def _adopt_one(self, name: str, saved: torch.Tensor, tensor: torch.Tensor) -> torch.Tensor:
+        device, dtype = self._target_device(tensor), self.average_dtype(tensor)
+        if is_sharded(tensor):
+            return sharded_like(self._local_shard_of(name, saved, tensor).to(device=device, dtype=dtype), tensor)
+        if is_sharded(saved):
+            raise HookConfigError(
+                f"{self.name()}: restored EMA tensor {name!r} is sharded (a DTensor) but the model's tensor is "
+                "not. Resume a sharded checkpoint with the model sharded the same way (fully_shard), or "
+                "convert it to full tensors first (torch.distributed.checkpoint.format_utils.dcp_to_torch_save)."
+            )
+        return saved.to(device=device, dtype=dtype)
+
+    def _local_shard_of(self, name: str, saved: torch.Tensor, like: DTensor) -> torch.Tensor:
+        """This rank's shard of a restored tensor: its own if laid out like `like`, cut out of a full one."""
+        if not is_sharded(saved):
+            return local_part(shard_full_tensor(saved, like))  # every rank holds the full tensor: no communication
+        if not same_layout(saved, like):
+            raise HookConfigError(
+                f"{self.name()}: restored EMA tensor {name!r} is sharded as {saved.placements} on "
+                f"{saved.device_mesh}, the model's parameter as {like.placements} on {like.device_mesh}. "
+                "Resume with the same sharding, or from full tensors."
+            )
+        return local_part(saved)
 
     def on_phase_start(self, task: Any) -> None:
         want_ema = (not task.train) and bool(getattr(task, "ema", True))

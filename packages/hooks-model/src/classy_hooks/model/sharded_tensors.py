@@ -10,6 +10,7 @@ parameters are the sharded DTensors again.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import TypeGuard
 
 import torch
 from torch import nn
@@ -17,7 +18,7 @@ from torch.distributed.fsdp import FSDPModule
 from torch.distributed.tensor import DTensor, distribute_tensor
 
 
-def is_sharded(tensor: torch.Tensor) -> bool:
+def is_sharded(tensor: torch.Tensor) -> TypeGuard[DTensor]:
     """True for a DTensor (an FSDP2 / tensor-parallel parameter or a copy laid out like one)."""
     return isinstance(tensor, DTensor)
 

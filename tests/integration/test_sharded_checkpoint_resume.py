@@ -188,3 +188,22 @@ def test_two_rank_checkpoint_converted_resumes_in_one_process(uninterrupted: Pat
     task.run()  # the single process trains on: phases 4 and 5, saved as single files
     assert sorted(os.listdir(folder)) == ["checkpoint.torch", "model_phase-4_end.torch", "model_phase-5_end.torch"]
     assert load_checkpoint(folder)["classy_state_dict"]["phase_idx"] == 5
+
+
+@pytest.mark.parametrize("non_blocking", [False, True], ids=["sync", "async_save"])
+def test_a_save_failing_on_the_primary_rank_only_stops_every_rank(tmp_path: Path, non_blocking: bool) -> None:
+    """The commit (rank 0 only) fails: `checkpoint.latest` is a folder. Both ranks raise; none waits forever."""
+    (tmp_path / "checkpoints" / LATEST_SHARDED).mkdir(parents=True)
+    config_path = write_config(tmp_path / "config.json", _config(non_blocking))
+    proc = subprocess.run(
+        train_command(config_path, tmp_path, nproc=2),
+        env=subprocess_env(),
+        cwd=ROOT,
+        text=True,
+        capture_output=True,
+        timeout=240,
+    )
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert "a sharded checkpoint" in out and "Is a directory" in out  # rank 0: its own error
+    assert "failed on 1 other rank(s); see their logs" in out  # rank 1: told, and stopped too

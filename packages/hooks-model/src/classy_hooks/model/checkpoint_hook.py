@@ -13,7 +13,6 @@ from classy_hooks.core import (
     ClassyHook,
     ClassyHookState,
     all_reduce,
-    barrier,
     is_distributed,
     is_primary,
     register_hook,
@@ -221,8 +220,11 @@ class CheckpointHook(ClassyHook):
             process_group=self._save_group,
         )
         if not self.non_blocking:
-            path = finish()
-            barrier()  # every rank returns once the checkpoint is committed
+            try:
+                path = finish()
+            except BaseException as exc:
+                self._error = exc
+            self._raise_if_any_rank_failed("save")  # also the barrier: every rank returns once it is committed
             self.last_stall_seconds = time.perf_counter() - start
             logger.info("Saved sharded checkpoint %s (phase %s)", path, getattr(task, "phase_idx", "?"))
             return
@@ -265,12 +267,32 @@ class CheckpointHook(ClassyHook):
             self._error = exc
 
     def wait(self) -> None:
-        """Block until a background save in flight is written; re-raise its error if it failed."""
+        """Block until a background save in flight is written; re-raise its error if it failed.
+
+        In sharded mode a collective (every rank calls it, as `on_phase_end` and `on_end` do): a
+        failure on any rank is raised on every rank, so that no rank runs on into the next save alone.
+        """
         if self._thread is not None:
             self._thread.join()
             self._thread = None
-        if self._error is not None:
+        if self._sharded_mode:
+            self._raise_if_any_rank_failed("background save")
+        elif self._error is not None:
             error, self._error = self._error, None
             raise RuntimeError(
                 f"{self.name()}: a background checkpoint save to {self.checkpoint_folder} failed: {error}"
             ) from error
+
+    def _raise_if_any_rank_failed(self, what: str) -> None:
+        """Sharded mode: every rank learns whether a save failed on any rank, and all raise together."""
+        error, self._error = self._error, None
+        failed_ranks = all_reduce(float(error is not None), op="sum") if is_distributed() else float(error is not None)
+        if error is not None:
+            raise RuntimeError(
+                f"{self.name()}: a sharded checkpoint {what} to {self.checkpoint_folder} failed: {error}"
+            ) from error
+        if failed_ranks:
+            raise RuntimeError(
+                f"{self.name()}: a sharded checkpoint {what} to {self.checkpoint_folder} failed on "
+                f"{int(failed_ranks)} other rank(s); see their logs. The previous checkpoint is still the latest."
+            )

@@ -98,7 +98,8 @@ class ExponentialMovingAverageModelHook(ClassyHook):
     parameters' mesh and placements, for sharded checkpoints with `torch.distributed.checkpoint`
     (`prepare_to_load` builds the state to load into). A restored state of full plain tensors (a
     single-file checkpoint) is sharded locally at `on_start`, without communication. Modules that a
-    no-grad forward left unsharded are resharded before a swap.
+    no-grad forward left unsharded are resharded before a swap. With `device="cpu"` (or FSDP2's CPU
+    offload) the local shards of the EMA live in host memory, whatever the mesh's device.
 
     `ema_dtype` (new, default "auto"): the dtype of the average. "auto" keeps it in float32 for
     bfloat16 / float16 tensors (a bf16 average with decay 0.9999 never moves: its updates are below

@@ -9,6 +9,7 @@ parameters are the sharded DTensors again.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable
 from typing import TypeGuard
 
@@ -16,6 +17,7 @@ import torch
 from torch import nn
 from torch.distributed.fsdp import FSDPModule
 from torch.distributed.tensor import DTensor, distribute_tensor
+from torch.distributed.tensor._dtensor_spec import TensorMeta
 
 
 def is_sharded(tensor: torch.Tensor) -> TypeGuard[DTensor]:
@@ -34,11 +36,13 @@ def local_part(tensor: torch.Tensor) -> torch.Tensor:
 def sharded_like(local: torch.Tensor, like: DTensor) -> DTensor:
     """Wrap this rank's `local` shard as a DTensor with `like`'s mesh, placements, global shape and stride.
 
-    No communication: `local` must already be this rank's part of a tensor laid out like `like`.
+    No communication, and `local` stays where it is (its dtype may differ from `like`'s): a host
+    shard of a CUDA-mesh parameter stays on the host, as FSDP2's CPU offload keeps its own.
+    `DTensor.from_local` would move it to the mesh's device, so this builds the DTensor from
+    `like`'s spec the way FSDP2 does: the one place that uses DTensor's spec (a private attribute).
     """
-    return DTensor.from_local(
-        local, like.device_mesh, like.placements, run_check=False, shape=like.shape, stride=like.stride()
-    )
+    spec = dataclasses.replace(like._spec, tensor_meta=TensorMeta(like.shape, like.stride(), local.dtype))
+    return DTensor(local, spec, requires_grad=False)
 
 
 def shard_full_tensor(full: torch.Tensor, like: DTensor) -> DTensor:

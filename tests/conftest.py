@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from package_index import built_distributions, package_index  # noqa: F401 - session fixtures for every test
 from visdom_server import VisdomServer
 
 

@@ -171,7 +171,11 @@ def _pip_config_values(python: Path, option: str) -> list[str]:
 
 
 class FreshVenv:
-    """A plain `python -m venv` (its own pip, no system site-packages) whose pip also sees a local index."""
+    """A plain `python -m venv` (its own pip, no system site-packages) whose pip also sees a local index.
+
+    Its pip has an empty cache of its own, as on a user's first install: a wheel this machine once built from an
+    sdist (visdom's, with an old setuptools) must not make a broken install line look like it works.
+    """
 
     def __init__(self, path: Path, python: Path | str = sys.executable) -> None:
         self.path = path
@@ -179,7 +183,7 @@ class FreshVenv:
         self.python = path / "bin" / "python"
         self.site_packages = Path(run([self.python, "-I", "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"]
                                       ).stdout.strip())
-        self.pip_env: dict[str, str] = {}
+        self.pip_env: dict[str, str] = {"PIP_CACHE_DIR": str(path.parent / f"{path.name}-pip-cache")}
 
     def use_index(self, index: LocalIndex, constraints: Path | None = None) -> None:
         """Let pip find `index` beside the machine's configured indexes; `constraints` joins the configured ones."""

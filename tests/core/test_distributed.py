@@ -8,8 +8,6 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("torch", reason="the test harness (helpers) needs torch, which the core-only runs on other Pythons do not install")
-
 from helpers import VENV_BIN, free_port, subprocess_env
 
 BLOCK_TORCH = """

@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
-
-pytest.importorskip("torch", reason="the reference task needs torch, which the core-only runs on other Pythons do not install")
-
 from classy_hooks.core import OPTIONAL_TASK_ATTRIBUTES, LastBatch, Task, is_optimizer_step
 from classy_hooks.core.task import Task as TaskClass
 from helpers import make_task

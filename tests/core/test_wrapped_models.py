@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
-pytest.importorskip("torch", reason="needs torch, which the core-only runs on other Pythons do not install")
-
 import torch
 from torch import nn
 

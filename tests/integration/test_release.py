@@ -215,6 +215,22 @@ def test_changelog_section_is_the_release_notes(tmp_path: Path) -> None:
         release.changelog_section(path, release.Version("0.2.0"))
 
 
+@pytest.mark.slow
+def test_tools_release_runs_in_its_own_small_venv_without_torch() -> None:
+    proc = subprocess.run([ROOT / "tools" / "release", "check"], capture_output=True, text=True, check=False,
+                          env=package_index.clean_environment())  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    python = ROOT / ".venv-release" / "bin" / "python"
+    code = (
+        "import importlib.util as u, sys; sys.exit(0 if all(u.find_spec(m) for m in "
+        "('build', 'twine', 'check_wheel_contents', 'hatchling', 'packaging')) and not u.find_spec('torch') else 1)"
+    )
+    assert subprocess.run([python, "-I", "-c", code], check=False).returncode == 0
+    size = sum(p.stat().st_size for p in (ROOT / ".venv-release").rglob("*") if p.is_file() and not p.is_symlink())
+    print(f".venv-release: {size / 2**20:.0f} MiB")
+    assert size < 200 * 2**20
+
+
 # ----------------------------------------------------------------------------- end to end: release, upload, pip -U
 #
 # One clone ("origin") gets the first release of every package, made by tools/release itself (the versions in the

@@ -123,7 +123,11 @@ def sibling_requirements(pkg: Package, packages: dict[str, Package]) -> Iterable
 def series_problem(spec: SpecifierSet) -> str | None:
     """None when `spec` has a lower bound and stays within one compatible series (0.X.* below 1.0, X.* after)."""
     lowers = [Version(s.version) for s in spec if s.operator in {">=", ">", "~=", "=="}]
-    uppers = [Version(s.version) for s in spec if s.operator in {"<", "<="}]
+    uppers = [Version(s.version) for s in spec if s.operator in {"<", "<=", "=="}]
+    for s in spec:
+        if s.operator == "~=":  # ~=1.2 is >=1.2,<2 and ~=0.1.2 is >=0.1.2,<0.2
+            release = Version(s.version).release
+            uppers.append(Version(".".join(map(str, [*release[:-2], release[-2] + 1]))))
     if not lowers or not uppers:
         return "needs a lower and an upper bound, e.g. >=1.0,<2"
     major, minor = ([*max(lowers).release, 0])[:2]
@@ -133,16 +137,15 @@ def series_problem(spec: SpecifierSet) -> str | None:
     return None
 
 
-def range_problems(packages: dict[str, Package], versions: dict[str, Version] | None = None) -> list[str]:
-    """Each requirement on a sibling is one series and admits the sibling's version (`versions` overrides)."""
-    versions = {**{k: p.version for k, p in packages.items()}, **(versions or {})}
+def range_problems(packages: dict[str, Package]) -> list[str]:
+    """Each requirement on a sibling is one series and admits the sibling's version in the repo."""
     problems = []
     for pkg in packages.values():
         for text, req in sibling_requirements(pkg, packages):
             where = f"{pkg.dist} requires '{text}'"
             if problem := series_problem(req.specifier):
                 problems.append(f"{where}: the range {problem}")
-            wanted = versions[canonicalize_name(req.name)]
+            wanted = packages[canonicalize_name(req.name)].version
             if not req.specifier.contains(wanted, prereleases=True):
                 problems.append(f"{where}, which does not admit {req.name} {wanted}")
     return problems

@@ -1,16 +1,21 @@
-"""torchrun job: each rank builds an FSDP2-sharded reference task and calls an export hook's `on_start`.
+"""torchrun job: an export hook on every rank of a 2-rank gloo job, with an FSDP2-sharded or a compiled DDP model.
 
-Prints one line per rank saying whether the hook refused the model, then follows the README's fix:
-every rank gathers the full weights, rank 0 loads them into an unsharded model, exports it with the
-hook and prints whether the file reproduces the sharded model's output. The ranks meet at a barrier
-(a rank that did not refuse, or hung, shows up as a missing line or a timeout).
-Usage: torchrun --nproc_per_node 2 fsdp_export_job.py <torchscript|torch_export> <folder>
+`fsdp`: each rank calls the hook's `on_start` on an FSDP2-sharded reference task and prints whether it
+refused the model; then the README's fix: every rank gathers the full weights, rank 0 loads them into
+an unsharded model, exports it and prints whether the file reproduces the sharded model's output.
+`ddp`: `base_model` is `torch.compile(DistributedDataParallel(model))`; after one training step on
+every rank, every rank runs `on_start` and `on_end` (the primary exports), then each rank prints
+whether the file reproduces the plain model.
+The ranks meet at barriers, so a rank that did not refuse, or hung, shows up as a missing line or a timeout.
+Both export hooks in turn, each writing under <folder>/<hook name>.
+Usage: torchrun --nproc_per_node 2 distributed_export_job.py <fsdp|ddp> <folder>
 """
 
 from __future__ import annotations
 
 import sys
 import warnings
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -23,10 +28,17 @@ from reference_trainer.models import build_model
 FOLDER_ARG = {"torchscript": "torchscript_folder", "torch_export": "export_folder"}
 
 
-def main() -> None:
-    name, folder = sys.argv[1], sys.argv[2]
-    dist.init_process_group("gloo")
-    rank = dist.get_rank()
+def load(name: str, path: str) -> Any:
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*torch\.jit\.\w+` is deprecated")
+        return torch.export.load(path).module() if name == "torch_export" else torch.jit.load(path)
+
+
+def example() -> torch.Tensor:
+    return torch.randn(5, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+
+
+def fsdp(name: str, folder: str, rank: int) -> None:
     hook = build_hook({"name": name, FOLDER_ARG[name]: folder})
     task = make_task([hook], fsdp=True)
     try:
@@ -36,9 +48,8 @@ def main() -> None:
         print(f"rank {rank}: refused: {exc}", flush=True)
 
     sharded = task.base_model.eval()
-    x = torch.randn(5, 3, 16, 16, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
-        expected = sharded(x)  # an FSDP2 forward: every rank takes part
+        expected = sharded(example())  # an FSDP2 forward: every rank takes part
     full = get_model_state_dict(sharded, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
     if rank == 0:
         data = task.config["dataset"]
@@ -49,17 +60,34 @@ def main() -> None:
         exporter = build_hook({"name": name, FOLDER_ARG[name]: folder})
         exporter.on_start(export_task)
         exporter.on_end(export_task)
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=r".*torch\.jit\.\w+` is deprecated")
-            loaded = (
-                torch.export.load(exporter.output_path).module()
-                if name == "torch_export"
-                else torch.jit.load(exporter.output_path)
-            )
         with torch.no_grad():
-            match = torch.allclose(loaded(x), expected, rtol=1e-4, atol=1e-5)
+            match = torch.allclose(load(name, exporter.output_path)(example()), expected, rtol=1e-4, atol=1e-5)
         print(f"rank 0: exported unsharded copy matches the sharded model: {match}", flush=True)
     dist.barrier()
+
+
+def ddp(name: str, folder: str, rank: int) -> None:
+    hook = build_hook({"name": name, FOLDER_ARG[name]: folder})
+    task = make_task([hook])
+    plain = task.base_model
+    task.base_model = torch.compile(torch.nn.parallel.DistributedDataParallel(plain), backend="aot_eager")
+    task.base_model(example()).sum().backward()  # one training step's forward and backward on every rank
+    hook.on_start(task)
+    hook.on_end(task)
+    dist.barrier()  # the primary's file is in place
+    plain.eval()
+    with torch.no_grad():
+        match = torch.allclose(load(name, hook.output_path)(example()), plain(example()), rtol=1e-5, atol=1e-6)
+    print(f"rank {rank}: export of the compiled DDP model matches the plain model: {match}", flush=True)
+    dist.barrier()
+
+
+def main() -> None:
+    mode, folder = sys.argv[1:3]
+    dist.init_process_group("gloo")
+    for name in ("torchscript", "torch_export"):
+        print(f"rank {dist.get_rank()}: {name}", flush=True)
+        {"fsdp": fsdp, "ddp": ddp}[mode](name, f"{folder}/{name}", dist.get_rank())
     dist.destroy_process_group()
 
 

@@ -246,21 +246,55 @@ def test_module_compiled_in_place_names_the_fix(tmp_path: Path):
     assert not os.path.exists(hook.output_path)
 
 
-@pytest.mark.slow  # a 2-rank torchrun job
-@pytest.mark.parametrize("name", ["torchscript", "torch_export"])
-def test_fsdp2_model_is_refused_on_every_rank_in_on_start(tmp_path: Path, name: str):
-    """FSDP2 (`fully_shard`, gloo, 2 ranks): every rank refuses in on_start, naming the fix, and the fix works."""
-    job = Path(__file__).with_name("fsdp_export_job.py")
+def run_distributed_job(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """`distributed_export_job.py` on 2 gloo ranks under torchrun; fails the test unless every rank finished."""
+    job = Path(__file__).with_name("distributed_export_job.py")
     torchrun = [str(VENV_BIN / "torchrun"), "--nproc_per_node", "2", "--master_addr", "127.0.0.1"]
-    command = [*torchrun, "--master_port", str(free_port()), str(job), name, str(tmp_path / "out")]
+    command = [*torchrun, "--master_port", str(free_port()), str(job), *args]
     proc = subprocess.run(command, env=subprocess_env(), text=True, capture_output=True, timeout=240, cwd=ROOT)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    refusals = sorted(line for line in proc.stdout.splitlines() if ": refused: " in line or ": accepted" in line)
-    assert [line.split(":")[0] for line in refusals] == ["rank 0", "rank 1"], proc.stdout
-    for line in refusals:
-        assert ": refused: " in line and "is sharded with FSDP2 fully_shard (parameter" in line, line
-        assert "Export an unsharded copy instead" in line and "get_model_state_dict" in line, line
-    # the fix the error names works: full weights gathered on every rank, an unsharded copy exported on rank 0
-    assert "rank 0: exported unsharded copy matches the sharded model: True" in proc.stdout, proc.stdout
-    expected_file = {"torchscript": "torchscript.pt", "torch_export": "exported_program.pt2"}[name]
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [expected_file]
+    return proc
+
+
+EXPORT_FILES = {"torchscript": "torchscript.pt", "torch_export": "exported_program.pt2"}
+
+
+def job_lines(stdout: str, name: str) -> list[str]:
+    """The job's lines about the export hook `name` (the job runs "torchscript" first, then "torch_export")."""
+    current: dict[str, str] = {}
+    lines = []
+    for line in stdout.splitlines():
+        rank, _, rest = line.partition(": ")
+        if rest in EXPORT_FILES:
+            current[rank] = rest
+        elif current.get(rank) == name:
+            lines.append(line)
+    return lines
+
+
+@pytest.mark.slow  # a 2-rank torchrun job
+def test_fsdp2_model_is_refused_on_every_rank_in_on_start(tmp_path: Path):
+    """FSDP2 (`fully_shard`, gloo, 2 ranks): every rank refuses in on_start, naming the fix, and the fix works."""
+    proc = run_distributed_job(tmp_path, "fsdp", str(tmp_path / "out"))
+    for name, file_name in EXPORT_FILES.items():
+        lines = job_lines(proc.stdout, name)
+        refusals = sorted(line for line in lines if ": refused: " in line or ": accepted" in line)
+        assert [line.split(":")[0] for line in refusals] == ["rank 0", "rank 1"], proc.stdout
+        for line in refusals:
+            assert f"{'TorchscriptHook' if name == 'torchscript' else 'TorchExportHook'}: task.base_model" in line
+            assert ": refused: " in line and "is sharded with FSDP2 fully_shard (parameter" in line, line
+            assert "Export an unsharded copy instead" in line and "get_model_state_dict" in line, line
+        # the fix the error names works: full weights gathered on every rank, an unsharded copy exported on rank 0
+        assert "rank 0: exported unsharded copy matches the sharded model: True" in lines, proc.stdout
+        assert sorted(p.name for p in (tmp_path / "out" / name).iterdir()) == [file_name]
+
+
+@pytest.mark.slow  # a 2-rank torchrun job
+def test_compiled_ddp_model_is_exported_once_by_the_primary_without_a_hang(tmp_path: Path):
+    """`torch.compile(DDP(model))` under torchrun: the primary exports the plain module; every rank reads it back."""
+    proc = run_distributed_job(tmp_path, "ddp", str(tmp_path / "out"))
+    for name, file_name in EXPORT_FILES.items():
+        lines = job_lines(proc.stdout, name)
+        for rank in (0, 1):
+            assert f"rank {rank}: export of the compiled DDP model matches the plain model: True" in lines, proc.stdout
+        assert sorted(p.name for p in (tmp_path / "out" / name).iterdir()) == [file_name]

@@ -115,6 +115,7 @@ def test_hooks_given_the_compiled_module_itself_see_through_it(
     assert "ModelComplexityHook: SmallCNN has" in text and "FLOPs per sample" in text, text[-3000:]
     assert "ModelTensorboardHook: wrote the graph of SmallCNN." in text
     assert "TorchscriptHook: wrote" in text and "TorchExportHook: wrote" in text
+    assert "ProfilerHook: forward and backward of OptimizedModule" in text  # the compiled pass is what trains
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING and "could not" in r.getMessage()]
     _, ema = check_plain_checkpoint(tmp_path / "checkpoints", tiny_config())
     for key, value in plain.state_dict().items():  # the run ends holding the EMA weights (last phase: test)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import sys
 import threading
 import time
 from collections.abc import Callable, Collection
@@ -21,6 +20,7 @@ from classy_hooks.core.files import ensure_writable_folder
 from classy_hooks.core.validation import check_bool, check_int, check_plain_data, check_str, check_subset, config_error
 from classy_hooks.model.checkpoint_io import (
     check_weights_only,
+    holds_dtensors,
     make_checkpoint,
     phase_checkpoint_name,
     remove_stale_temp_files,
@@ -149,11 +149,7 @@ class CheckpointHook(ClassyHook):
         """`sharded`, or (None) whether the task state holds DTensors on any rank; the same answer on all ranks."""
         if self.sharded is not None:
             return self.sharded
-        local = False
-        if "torch.distributed.tensor" in sys.modules:  # otherwise no DTensor exists (and DCP stays unimported)
-            from classy_hooks.model.sharded_checkpoint import holds_dtensors
-
-            local = holds_dtensors(task.get_classy_state())
+        local = holds_dtensors(task.get_classy_state())
         return bool(all_reduce(float(local), op="max")) if is_distributed() else local
 
     def _start_sharded(self) -> None:

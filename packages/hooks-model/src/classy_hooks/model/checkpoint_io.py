@@ -20,6 +20,7 @@ import logging
 import os
 import re
 import secrets
+import sys
 from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any
@@ -109,6 +110,27 @@ def with_plain_model_keys(classy_state_dict: Mapping[str, Any]) -> dict[str, Any
         plain = plain_state_dict(model)
         state["base_model"] = OrderedDict(plain) if isinstance(model, OrderedDict) else plain
     return state
+
+
+def holds_dtensors(value: Any) -> bool:
+    """True if `value` (a state structure of dicts, lists and tuples) holds a DTensor anywhere.
+
+    Cheap when torch.distributed.tensor was never imported: then no DTensor can exist.
+    """
+    if "torch.distributed.tensor" not in sys.modules:
+        return False
+    from torch.distributed.tensor import DTensor
+
+    def walk(item: Any) -> bool:
+        if isinstance(item, DTensor):
+            return True
+        if isinstance(item, Mapping):
+            return any(walk(v) for v in item.values())
+        if isinstance(item, (list, tuple)):
+            return any(walk(v) for v in item)
+        return False
+
+    return walk(value)
 
 
 def make_checkpoint(classy_state_dict: Mapping[str, Any], input_args: Any = None) -> dict[str, Any]:

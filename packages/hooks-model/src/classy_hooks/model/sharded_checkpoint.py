@@ -40,7 +40,6 @@ from torch.distributed.checkpoint.default_planner import DefaultLoadPlanner
 from torch.distributed.checkpoint.metadata import BytesStorageMetadata, Metadata, TensorStorageMetadata
 from torch.distributed.checkpoint.planner import ReadItem
 from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
-from torch.distributed.tensor import DTensor
 
 from classy_hooks.core import barrier, get_rank, is_primary, plain_state_dict
 from classy_hooks.core.files import atomic_write, fsync_dir
@@ -196,17 +195,6 @@ def remove_stale_sharded_temp(folder: str) -> list[str]:
 
 
 # --- state ----------------------------------------------------------------------------------------
-
-
-def holds_dtensors(value: Any) -> bool:
-    """True if `value` (a state structure of dicts, lists and tuples) holds a DTensor anywhere."""
-    if isinstance(value, DTensor):
-        return True
-    if isinstance(value, Mapping):
-        return any(holds_dtensors(v) for v in value.values())
-    if isinstance(value, (list, tuple)):
-        return any(holds_dtensors(v) for v in value)
-    return False
 
 
 def _model_and_optimizer(task: Any) -> tuple[torch.nn.Module | None, torch.optim.Optimizer | None]:

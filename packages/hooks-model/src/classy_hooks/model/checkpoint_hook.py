@@ -107,6 +107,7 @@ class CheckpointHook(ClassyHook):
         self.sharded = None if sharded is None else check_bool(name, "sharded", sharded)
         self._sharded_mode = bool(sharded)  # decided in on_start when `sharded` is None
         self._save_group: Any = None  # the process group of background sharded saves
+        self._stager: Any = None  # CPU copies of background sharded saves, reused by the next one
         self.state: CheckpointState = CheckpointState()
         self.state.phase_counter = 0
         self._thread: threading.Thread | None = None
@@ -198,14 +199,21 @@ class CheckpointHook(ClassyHook):
             self.save(task, phase_checkpoint_name(task.phase_idx))
 
     def on_end(self, task: Any) -> None:
-        self.wait()
+        try:
+            self.wait()
+        finally:
+            if self._stager is not None:
+                self._stager.close()
+                self._stager = None
 
     def save_sharded(self, task: Any, name: str) -> None:
         """Every rank: save `task` as the sharded checkpoint `<folder>/<name>` (or start it, with `non_blocking`)."""
-        from classy_hooks.model.sharded_checkpoint import sharded_task_state, start_sharded_save
+        from classy_hooks.model.sharded_checkpoint import make_stager, sharded_task_state, start_sharded_save
 
         start = time.perf_counter()
         self.wait()
+        if self.non_blocking and self._stager is None:
+            self._stager = make_stager()
         checkpoint = make_checkpoint(sharded_task_state(task), self.input_args)
         check_weights_only(checkpoint, allow_dtensor=True)  # non-tensor values are read back with weights_only
         finish = start_sharded_save(
@@ -214,6 +222,7 @@ class CheckpointHook(ClassyHook):
             name,
             asynchronous=self.non_blocking,
             process_group=self._save_group,
+            stager=self._stager,
         )
         if not self.non_blocking:
             try:

@@ -247,20 +247,25 @@ def start_sharded_save(
     *,
     asynchronous: bool = False,
     process_group: Any = None,
+    stager: Any = None,
 ) -> Callable[[], str]:
     """Write `checkpoint` with DCP on every rank into `<folder>/.<name>.tmp`; return the function that finishes it.
 
     Synchronous: the shards and the metadata are written before this returns. `asynchronous`:
     `dcp.async_save` copies the state to CPU memory here and writes it in a background thread
     (using `process_group`, which should be a group of its own so that its collectives never
-    interleave with the training loop's). The returned function waits for the write, then on the
-    primary rank commits the folder (`commit_sharded_checkpoint`); it returns the final path.
+    interleave with the training loop's). `stager` (from `make_stager`, kept between saves) reuses
+    the CPU copies of the previous save instead of allocating and page-faulting fresh memory each
+    time; the previous save must be finished. The returned function waits for the write, then on
+    the primary rank commits the folder (`commit_sharded_checkpoint`); it returns the final path.
     """
     tmp = _temp_path(folder, name)
     writer = FileSystemWriter(tmp, sync_files=True)
     if asynchronous:
         with _quiet_single_process():
-            response = dcp.async_save(checkpoint, storage_writer=writer, process_group=process_group)
+            response = dcp.async_save(
+                checkpoint, storage_writer=writer, process_group=process_group, async_stager=stager
+            )
         future = getattr(response, "upload_completion", response)
         wait: Callable[[], Any] = future.result
     else:
@@ -278,6 +283,20 @@ def start_sharded_save(
         return final
 
     return finish
+
+
+def make_stager() -> Any:
+    """A DCP stager that copies to plain CPU memory on the calling thread and caches it for the next save.
+
+    Close it (`.close()`) after the last save.
+    """
+    from torch.distributed.checkpoint.staging import DefaultStager, StagingOptions
+
+    return DefaultStager(
+        StagingOptions(
+            use_pinned_memory=False, use_shared_memory=False, use_async_staging=False, use_non_blocking_copy=False
+        )
+    )
 
 
 def commit_sharded_checkpoint(folder: str, name: str) -> str:

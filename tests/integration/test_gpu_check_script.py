@@ -44,6 +44,7 @@ def verdicts(stdout: str) -> dict[str, str]:
     return out
 
 
+@pytest.mark.slow  # a fresh interpreter importing torch: ~10 s on a busy machine
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message of a machine without CUDA")
 def test_without_cuda_it_says_so_and_exits_0():
     proc = run_script(timeout=120)

@@ -207,3 +207,13 @@ def test_a_save_failing_on_the_primary_rank_only_stops_every_rank(tmp_path: Path
     assert proc.returncode != 0
     assert "a sharded checkpoint" in out and "Is a directory" in out  # rank 0: its own error
     assert "failed on 1 other rank(s); see their logs" in out  # rank 1: told, and stopped too
+
+
+def test_converted_single_file_resumes_the_fsdp2_run_bit_identically(uninterrupted: Path, tmp_path: Path) -> None:
+    """Sharded -> one file (full tensors, index-keyed optimizer) -> --resume on 2 FSDP2 ranks: the same end."""
+    from classy_hooks.model import convert_sharded_checkpoint
+
+    single = convert_sharded_checkpoint(uninterrupted / "model_phase-2_end.dcp", tmp_path / "single.torch")
+    out = _train(tmp_path / "run", _config(), ("--resume", single))
+    assert "phase 2 was done, continuing with phase 3" in out
+    assert_identical(load_checkpoint(tmp_path / "run" / "checkpoints"), load_checkpoint(uninterrupted))

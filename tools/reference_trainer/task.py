@@ -209,9 +209,13 @@ class ReferenceTask:
     def set_classy_state(self, state: Mapping[str, Any]) -> None:
         """Restore a state from `get_classy_state` (call before `run`, i.e. before `on_start`)."""
         self.train = state["train"]
-        self.base_model.load_state_dict(plain_state_dict(state["base_model"]))  # also old `_orig_mod.` keys
-        if self.optimizer is not None and state.get("optimizer") is not None:
-            self.optimizer.load_state_dict(state["optimizer"])
+        model_state = plain_state_dict(state["base_model"])  # also old `_orig_mod.` / `module.` keys
+        if self.fsdp and not any(type(v).__name__ == "DTensor" for v in model_state.values()):
+            self._load_full_state_into_shards(model_state, state.get("optimizer"))
+        else:
+            self.base_model.load_state_dict(model_state)
+            if self.optimizer is not None and state.get("optimizer") is not None:
+                self.optimizer.load_state_dict(state["optimizer"])
         for meter, meter_state in zip(self.meters, state["meters"]):
             meter.set_classy_state(meter_state)
         self.phase_idx = state["phase_idx"]
@@ -221,6 +225,29 @@ class ReferenceTask:
         set_hooks_state(self.hooks, state.get("hooks", {}))
         if "rng_state" in state:
             torch.set_rng_state(state["rng_state"])
+
+    def _load_full_state_into_shards(self, model_state: Mapping[str, Any], optimizer_state: Any) -> None:
+        """FSDP2 from a single-file checkpoint (full tensors, index-keyed optimizer): each rank keeps its shard."""
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
+
+        optim_by_name: dict[str, Any] = {}
+        if self.optimizer is not None and optimizer_state is not None:
+            names = {id(p): n for n, p in self.base_model.named_parameters()}
+            ordered = [names[id(p)] for group in self.optimizer.param_groups for p in group["params"]]
+            optim_by_name = {
+                "state": {ordered[i]: slots for i, slots in optimizer_state["state"].items()},
+                "param_groups": [
+                    {**group, "params": [ordered[i] for i in group["params"]]}
+                    for group in optimizer_state["param_groups"]
+                ],
+            }
+        set_state_dict(
+            self.base_model,
+            self.optimizer if self.optimizer is not None and optim_by_name else [],
+            model_state_dict=dict(model_state),
+            optim_state_dict=optim_by_name,
+            options=StateDictOptions(full_state_dict=True),
+        )
 
     # ---- the loop ----------------------------------------------------------------------------
 

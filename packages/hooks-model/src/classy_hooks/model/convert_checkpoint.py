@@ -55,8 +55,8 @@ def convert_sharded_checkpoint(src: str | os.PathLike[str], dst: str | os.PathLi
     check_weights_only(checkpoint)
     target = os.fspath(dst)
     if os.path.isdir(target) or not target.endswith(".torch"):
-        os.makedirs(target, exist_ok=True)
         target = os.path.join(target, LATEST_CHECKPOINT)
+    os.makedirs(os.path.dirname(os.path.abspath(target)), exist_ok=True)
     with atomic_write(target, "wb") as handle:
         torch.save(checkpoint, handle)
     logger.info("Converted sharded checkpoint %s to %s", source, target)

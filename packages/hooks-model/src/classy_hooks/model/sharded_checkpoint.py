@@ -51,6 +51,8 @@ logger = logging.getLogger(__name__)
 LATEST_SHARDED = "checkpoint.latest"
 SHARDED_CHECKPOINT = "model_phase-{phase_idx}_end.dcp"
 METADATA_FILE = ".metadata"
+#: Key of the list of paths to empty dicts, which DCP does not store (it stores leaves only).
+EMPTY_DICTS_KEY = "sharded_empty_dicts"
 _SHARDED_RE = re.compile(r"^model_phase-(\d+)_end\.dcp$")
 _SHARDED_TMP_RE = re.compile(r"^\.model_phase-\d+_end\.dcp(\.old)?\.tmp$|^\.checkpoint\.latest\..+\.tmp$")
 
@@ -225,6 +227,17 @@ def sharded_task_state(task: Any) -> dict[str, Any]:
     return state
 
 
+def empty_dict_paths(value: Any, path: tuple[Any, ...] = ()) -> list[list[Any]]:
+    """Paths (keys as DCP writes them: str for dict keys, int for list indices) of the empty dicts in `value`."""
+    if isinstance(value, Mapping):
+        if not value:
+            return [list(path)]
+        return [p for key, item in value.items() for p in empty_dict_paths(item, (*path, str(key)))]
+    if isinstance(value, (list, tuple)):
+        return [p for i, item in enumerate(value) for p in empty_dict_paths(item, (*path, i))]
+    return []
+
+
 # --- saving ---------------------------------------------------------------------------------------
 
 
@@ -261,6 +274,8 @@ def start_sharded_save(
     """
     tmp = _temp_path(folder, name)
     writer = FileSystemWriter(tmp, sync_files=True)
+    empty = empty_dict_paths(checkpoint)  # e.g. a hook's empty state: recreated by read_sharded_checkpoint
+    checkpoint = {**checkpoint, EMPTY_DICTS_KEY: empty} if empty else checkpoint
     if asynchronous:
         with _quiet_single_process():
             response = dcp.async_save(
@@ -372,6 +387,9 @@ def read_sharded_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     nested: dict[str, Any] = {}
     for fqn, value in flat.items():
         _set_path(nested, tuple(mappings.get(fqn, (fqn,))), value)
+    for empty in nested.pop(EMPTY_DICTS_KEY, None) or []:
+        if empty:
+            _set_path(nested, tuple(empty), {})
     return nested
 
 

@@ -65,7 +65,8 @@ def read_once_and_broadcast(path: str) -> dict[str, Any]:
     if dist.get_rank() != 0:
         payload = torch.empty(int(size.item()), dtype=torch.uint8)
     dist.broadcast(payload, src=0)
-    return torch.load(io.BytesIO(payload.numpy().tobytes()), weights_only=True)
+    checkpoint: dict[str, Any] = torch.load(io.BytesIO(payload.numpy().tobytes()), weights_only=True)
+    return checkpoint
 
 
 def resume(task: ReferenceTask, path: str) -> None:

@@ -35,8 +35,11 @@ logger = logging.getLogger(__name__)
 
 
 def _keyed_by_name(optimizer_state: Any) -> bool:
-    groups = optimizer_state.get("param_groups") if isinstance(optimizer_state, Mapping) else None
-    return bool(groups) and any(isinstance(name, str) for group in groups for name in group.get("params", []))
+    """True for DCP's optimizer state (parameter names in `param_groups`), False for `Optimizer.state_dict()`'s."""
+    if not isinstance(optimizer_state, Mapping):
+        return False
+    groups = optimizer_state.get("param_groups") or []
+    return any(isinstance(name, str) for group in groups for name in group.get("params", []))
 
 
 def convert_sharded_checkpoint(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> str:

@@ -33,13 +33,14 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import torch
-import torch.distributed.checkpoint as dcp
-from torch.distributed.checkpoint import FileSystemReader, FileSystemWriter
 from torch.distributed.checkpoint.api import CheckpointException
 from torch.distributed.checkpoint.default_planner import DefaultLoadPlanner
+from torch.distributed.checkpoint.filesystem import FileSystemReader, FileSystemWriter
 from torch.distributed.checkpoint.metadata import BytesStorageMetadata, Metadata, TensorStorageMetadata
 from torch.distributed.checkpoint.planner import ReadItem
 from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+from torch.distributed.checkpoint.state_dict_loader import load as dcp_load
+from torch.distributed.checkpoint.state_dict_saver import AsyncSaveResponse, async_save, save
 
 from classy_hooks.core import barrier, get_rank, is_primary, plain_state_dict
 from classy_hooks.core.files import atomic_write, fsync_dir
@@ -110,8 +111,9 @@ class SafeFileSystemReader(FileSystemReader):
             metadata = _MetadataUnpickler(handle).load()
         if not isinstance(metadata, Metadata):
             raise UnsafeCheckpointError(f"{self.path}/{METADATA_FILE} holds a {type(metadata).__name__}, not Metadata")
-        if getattr(metadata, "storage_meta", None) is not None:
-            metadata.storage_meta.load_id = self.load_id
+        storage_meta = getattr(metadata, "storage_meta", None)
+        if storage_meta is not None:
+            storage_meta.load_id = self.load_id
         return metadata
 
 
@@ -278,14 +280,12 @@ def start_sharded_save(
     checkpoint = {**checkpoint, EMPTY_DICTS_KEY: empty} if empty else checkpoint
     if asynchronous:
         with _quiet_single_process():
-            response = dcp.async_save(
-                checkpoint, storage_writer=writer, process_group=process_group, async_stager=stager
-            )
-        future = getattr(response, "upload_completion", response)
+            response = async_save(checkpoint, storage_writer=writer, process_group=process_group, async_stager=stager)
+        future = response.upload_completion if isinstance(response, AsyncSaveResponse) else response
         wait: Callable[[], Any] = future.result
     else:
         with _quiet_single_process():
-            dcp.save(checkpoint, storage_writer=writer, process_group=process_group)
+            save(checkpoint, storage_writer=writer, process_group=process_group)
 
         def wait() -> None:
             return None
@@ -356,7 +356,7 @@ def _load(state: dict[str, Any], path: str, *, single_process: bool) -> None:
     )
     try:
         with _quiet_single_process():
-            dcp.load(state, storage_reader=SafeFileSystemReader(path), planner=planner, no_dist=single_process)
+            dcp_load(state, storage_reader=SafeFileSystemReader(path), planner=planner, no_dist=single_process)
     except (Exception, CheckpointException) as exc:  # DCP's CheckpointException is a BaseException
         cause: Any = exc
         if isinstance(exc, CheckpointException) and exc.failures:  # {rank: (exception, traceback)}

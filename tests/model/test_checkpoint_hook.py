@@ -39,6 +39,7 @@ def test_constructor_from_config_and_build_hook(tmp_path: Path) -> None:
         ({"checkpoint_folder": "x", "input_args": [1, 2]}, "input_args"),
         ({"checkpoint_folder": "x", "input_args": {"f": object()}}, "input_args"),
         ({"checkpoint_folder": "x", "non_blocking": "yes"}, "non_blocking"),
+        ({"checkpoint_folder": "x", "sharded": "auto"}, "sharded"),
         ({"checkpoint_folder": "x", "period": 2}, "period"),
         ({}, "checkpoint_folder"),
     ],
@@ -198,3 +199,11 @@ def test_checkpoint_content_does_not_depend_on_where_the_hook_is_listed(tmp_path
     ema_last = last["hooks"]["ExponentialMovingAverageModelHook"]["ema_state"]
     for key, value in ema_first.items():
         assert torch.equal(value, ema_last[key]), key
+
+
+def test_single_process_default_stays_one_file_and_sharded_is_built_from_config(tmp_path: Path) -> None:
+    make_task([CheckpointHook(str(tmp_path / "plain"))], num_epochs=1).run()  # no DTensor: today's single file
+    assert sorted(os.listdir(tmp_path / "plain")) == ["checkpoint.torch", "model_phase-0_end.torch"]
+    hook = build_hook({"name": "checkpoint", "checkpoint_folder": str(tmp_path / "dcp"), "sharded": True})
+    make_task([hook], num_epochs=1).run()
+    assert sorted(os.listdir(tmp_path / "dcp")) == ["checkpoint.latest", "model_phase-0_end.dcp"]

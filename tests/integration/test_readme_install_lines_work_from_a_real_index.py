@@ -23,7 +23,6 @@ import os
 import re
 import shlex
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -160,13 +159,19 @@ class TorchInstall:
     def __init__(self, venv: FreshVenv, seconds: float) -> None:
         self.venv, self.seconds = venv, seconds
         self.distributions = _state(venv, "pip install torch").torch_closure
-        dists = [d for d in md.distributions(path=[str(venv.site_packages)])
-                 if canonicalize_name(d.metadata["Name"]) in self.distributions]
-        self.files = [Path(str(f)) for d in dists for f in d.files or []]
+        self.files = {
+            canonicalize_name(d.metadata["Name"]): [Path(str(f)) for f in d.files or []]
+            for d in md.distributions(path=[str(venv.site_packages)])
+            if canonicalize_name(d.metadata["Name"]) in self.distributions
+        }
 
     def seed(self, target: FreshVenv) -> None:
-        """Hard-link torch's files into `target`'s site-packages; scripts get the target's interpreter line."""
-        for rel in self.files:
+        """Hard-link torch's files into `target`'s site-packages; scripts get the target's interpreter line.
+
+        A distribution the target venv already has (its own setuptools) is left to pip, as in a user's venv.
+        """
+        present = {canonicalize_name(d.metadata["Name"]) for d in md.distributions(path=[str(target.site_packages)])}
+        for rel in (f for name, files in self.files.items() if name not in present for f in files):
             source = (self.venv.site_packages / rel).resolve()
             if not source.is_file():
                 continue
@@ -191,17 +196,20 @@ def constraints(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-@pytest.fixture(scope="module")
-def records(request: pytest.FixtureRequest) -> Iterator[list[str]]:
-    """Per-line figures, written to the terminal after the module's tests."""
-    lines: list[str] = []
-    yield lines
-    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-    if reporter is not None and lines:
-        reporter.write_line("")
-        reporter.write_line("README install lines (fresh venv, Python 3.11, local index, torch==2.13.0 CPU):")
-        for line in lines:
-            reporter.write_line(line)
+class Records:
+    """Per-line figures (installed set, size, time), printed to the terminal as each line finishes."""
+
+    def __init__(self, capsys: pytest.CaptureFixture[str]) -> None:
+        self.capsys = capsys
+
+    def append(self, text: str) -> None:
+        with self.capsys.disabled():
+            print(f"\n[install line, fresh venv, Python 3.11, local index, {TORCH_PIN} CPU]\n{text}")
+
+
+@pytest.fixture
+def records(capsys: pytest.CaptureFixture[str]) -> Records:
+    return Records(capsys)
 
 
 def _venv(path: Path, index: LocalIndex, constraints: Path) -> FreshVenv:
@@ -234,19 +242,18 @@ def test_readme_lists_every_install_line_it_promises() -> None:
 
 
 @pytest.fixture(scope="module")
-def torch_install(tmp_path_factory: pytest.TempPathFactory, package_index: LocalIndex, constraints: Path,
-                  records: list[str]) -> TorchInstall:
+def torch_install(tmp_path_factory: pytest.TempPathFactory, package_index: LocalIndex, constraints: Path
+                  ) -> TorchInstall:
     """The README's headline line, run in an empty venv: it installs torch for real (shared with later lines)."""
     line = readme_install_lines()[1]
     venv = _venv(tmp_path_factory.mktemp("line") / "venv", package_index, constraints)
     seconds, _ = _run_line(venv, line)
-    records.append(f"  (torch installed for real by `{line.command}` in {seconds:.1f} s)")
     return TorchInstall(venv, seconds)
 
 
 @pytest.mark.parametrize("line", readme_install_lines(), ids=lambda line: line.command)
 def test_install_line(line: InstallLine, tmp_path: Path, package_index: LocalIndex, constraints: Path,
-                      torch_install: TorchInstall, shared_visdom_server: VisdomServer, records: list[str]) -> None:
+                      torch_install: TorchInstall, shared_visdom_server: VisdomServer, records: Records) -> None:
     venv = _venv(tmp_path / "venv", package_index, constraints)
     needs_torch = line.installs is None or "torch" in line.installs
     if needs_torch:
@@ -280,7 +287,8 @@ def test_install_line(line: InstallLine, tmp_path: Path, package_index: LocalInd
         f"  {line.command}\n      {len(installed)} distributions: {', '.join(sorted(installed))}\n"
         f"      + torch's own ({len(torch_own)}): {', '.join(sorted(torch_own)) or '-'}\n"
         f"      size without torch and its requirements: {size / 1e6:.1f} MB (torch and its: {torch_size / 1e6:.0f} MB);"
-        f" install time: {seconds:.1f} s" + ("" if line == readme_install_lines()[1] else " (torch already seeded)")
+        f" install time: {seconds:.1f} s (torch already there: hard-linked from the real install, which took"
+        f" {torch_install.seconds:.1f} s for `{readme_install_lines()[1].command}` in an empty venv)"
     )
     _check_hooks(venv, line, tmp_path / "run", shared_visdom_server, installed)
 

@@ -326,10 +326,11 @@ class ReferenceTask:
 
     def _wrap_distributed(self) -> None:
         """DDP (unless the model is sharded with FSDP2), then torch.compile on top, once."""
-        if self._distributed_wrapped:
-            return
+        ddp = dist.is_initialized() and dist.get_world_size() > 1 and not self.fsdp
+        if self._distributed_wrapped or not (ddp or self.compile_options is not None):
+            return  # nothing to wrap: self.model stays base_model
         model: nn.Module = self.base_model
-        if dist.is_initialized() and dist.get_world_size() > 1 and not self.fsdp:
+        if ddp:
             model = nn.parallel.DistributedDataParallel(model)
         if self.compile_options is not None:
             model = torch.compile(model, **self.compile_options)  # type: ignore[assignment]

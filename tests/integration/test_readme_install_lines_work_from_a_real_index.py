@@ -287,8 +287,9 @@ def test_install_line(line: InstallLine, tmp_path: Path, package_index: LocalInd
         f"  {line.command}\n      {len(installed)} distributions: {', '.join(sorted(installed))}\n"
         f"      + torch's own ({len(torch_own)}): {', '.join(sorted(torch_own)) or '-'}\n"
         f"      size without torch and its requirements: {size / 1e6:.1f} MB (torch and its: {torch_size / 1e6:.0f} MB);"
-        f" install time: {seconds:.1f} s (torch already there: hard-linked from the real install, which took"
-        f" {torch_install.seconds:.1f} s for `{readme_install_lines()[1].command}` in an empty venv)"
+        f" install time: {seconds:.1f} s"
+        + (f" (torch already there: hard-linked from the real install, which took {torch_install.seconds:.1f} s for"
+           f" `{readme_install_lines()[1].command}` in an empty venv)" if needs_torch else "")
     )
     _check_hooks(venv, line, tmp_path / "run", shared_visdom_server, installed)
 

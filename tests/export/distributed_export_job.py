@@ -13,6 +13,7 @@ Usage: torchrun --nproc_per_node 2 distributed_export_job.py <fsdp|ddp> <folder>
 
 from __future__ import annotations
 
+import os
 import sys
 import warnings
 from typing import Any
@@ -26,6 +27,11 @@ from helpers import make_task
 from reference_trainer.models import build_model
 
 FOLDER_ARG = {"torchscript": "torchscript_folder", "torch_export": "export_folder"}
+
+
+def say(line: str) -> None:
+    """One line in one write(2): the ranks share stdout (unbuffered), so print's separate newline could interleave."""
+    os.write(1, f"{line}\n".encode())
 
 
 def load(name: str, path: str) -> Any:
@@ -43,9 +49,9 @@ def fsdp(name: str, folder: str, rank: int) -> None:
     task = make_task([hook], fsdp=True)
     try:
         hook.on_start(task)
-        print(f"rank {rank}: accepted", flush=True)
+        say(f"rank {rank}: accepted")
     except TaskContractError as exc:
-        print(f"rank {rank}: refused: {exc}", flush=True)
+        say(f"rank {rank}: refused: {exc}")
 
     sharded = task.base_model.eval()
     with torch.no_grad():
@@ -62,7 +68,7 @@ def fsdp(name: str, folder: str, rank: int) -> None:
         exporter.on_end(export_task)
         with torch.no_grad():
             match = torch.allclose(load(name, exporter.output_path)(example()), expected, rtol=1e-4, atol=1e-5)
-        print(f"rank 0: exported unsharded copy matches the sharded model: {match}", flush=True)
+        say(f"rank 0: exported unsharded copy matches the sharded model: {match}")
     dist.barrier()
 
 
@@ -78,7 +84,7 @@ def ddp(name: str, folder: str, rank: int) -> None:
     plain.eval()
     with torch.no_grad():
         match = torch.allclose(load(name, hook.output_path)(example()), plain(example()), rtol=1e-5, atol=1e-6)
-    print(f"rank {rank}: export of the compiled DDP model matches the plain model: {match}", flush=True)
+    say(f"rank {rank}: export of the compiled DDP model matches the plain model: {match}")
     dist.barrier()
 
 
@@ -86,7 +92,7 @@ def main() -> None:
     mode, folder = sys.argv[1:3]
     dist.init_process_group("gloo")
     for name in ("torchscript", "torch_export"):
-        print(f"rank {dist.get_rank()}: {name}", flush=True)
+        say(f"rank {dist.get_rank()}: {name}")
         {"fsdp": fsdp, "ddp": ddp}[mode](name, f"{folder}/{name}", dist.get_rank())
     dist.destroy_process_group()
 

@@ -133,4 +133,4 @@ class ProfilerHook(ClassyHook):
             return  # a frozen model: forward only
         total = sum(t.float().sum() for t in outputs)
         assert isinstance(total, torch.Tensor)
-        total.backward()
+        total.backward()  # type: ignore[no-untyped-call]

@@ -18,13 +18,14 @@ logger = logging.getLogger(__name__)
 MILESTONES = (0.25, 0.5, 0.75, 1.0)
 
 
-def _screen(stream: Any) -> dict[str, int]:
-    """Size overrides for a terminal that reports 0x0 (a pty nobody sized), where tqdm would hide the bar."""
+def _screen(stream: Any) -> tuple[int | None, int | None]:
+    """(ncols, nrows) for tqdm: None lets tqdm measure; 80x24 for a terminal that reports 0x0 (a pty nobody sized),
+    where tqdm would hide the bar."""
     try:
         size = os.get_terminal_size(stream.fileno())
     except (AttributeError, OSError, ValueError):
-        return {"ncols": 80, "nrows": 24}
-    return {} if size.columns and size.lines else {"ncols": size.columns or 80, "nrows": size.lines or 24}
+        return 80, 24
+    return (None, None) if size.columns and size.lines else (size.columns or 80, size.lines or 24)
 
 
 @register_hook("progress_bar")
@@ -73,8 +74,9 @@ class ProgressBarHook(ClassyHook):
         self._interactive = bool(getattr(stream, "isatty", lambda: False)())
         if self._interactive:
             # leave=True: each finished phase keeps one line showing its totals
+            ncols, nrows = _screen(stream)
             self.progress_bar = tqdm(
-                total=self.bar_size or None, desc=self._desc, file=stream, leave=True, **_screen(stream)
+                total=self.bar_size or None, desc=self._desc, file=stream, leave=True, ncols=ncols, nrows=nrows
             )
 
     def on_step(self, task: Any) -> None:
@@ -98,7 +100,8 @@ class ProgressBarHook(ClassyHook):
 
     def _log_line(self) -> None:
         elapsed = time.perf_counter() - self._started
-        line = tqdm.format_meter(self.batches, self.bar_size or None, elapsed, ncols=0, prefix=self._desc)
+        # total=None (an unknown phase length) is what tqdm itself passes; its stubs only say float
+        line = tqdm.format_meter(self.batches, self.bar_size or None, elapsed, ncols=0, prefix=self._desc)  # type: ignore[arg-type]
         logger.info("%s", line)
         while self._next_milestone < len(MILESTONES) and (
             not self.bar_size or self.batches >= MILESTONES[self._next_milestone] * self.bar_size

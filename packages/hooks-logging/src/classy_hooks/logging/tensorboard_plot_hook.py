@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from classy_hooks.core import ClassyHook, is_primary, register_hook
+from classy_hooks.core import ClassyHook, ClassyHookState, is_primary, register_hook
 from classy_hooks.core.optional import import_extra
 from classy_hooks.core.validation import check_int
 from classy_hooks.logging._common import (
@@ -41,6 +41,14 @@ def _pending(events: Any) -> bool:
 
 def _lr_tags(prefix: str, count: int) -> list[str]:
     return [prefix] if count == 1 else [f"{prefix}/group_{i}" for i in range(count)]
+
+
+class TensorboardPlotState(ClassyHookState):
+    """Checkpointed state of the TensorBoard plot hook."""
+
+    step: int  # iterations counted so far (the x axis)
+    tail_step: int  # the newest step written (-1: none yet)
+    tail: dict[str, float]  # tag -> value written at `tail_step`, rewritten after a resume at that step
 
 
 @register_hook("tensorboard_plot")
@@ -94,6 +102,7 @@ class TensorboardPlotHook(ClassyHook):
         self.log_period = check_int(self.name(), "log_period", log_period, minimum=1)
         self._writer_kwargs: dict[str, Any] | None = None
         self._owns_writer = False
+        self.state: TensorboardPlotState = TensorboardPlotState()
         self.state.step = 0
         self.state.tail_step = -1
         self.state.tail = {}
@@ -305,7 +314,7 @@ class TensorboardPlotHook(ClassyHook):
         tensorboardx = import_extra("tensorboardX", self.name(), DISTRIBUTION, "tensorboard")
         file_writer = getattr(self.tb_writer, "file_writer", None)
         if isinstance(self.tb_writer, tensorboardx.SummaryWriter) and file_writer is not None:
-            from tensorboardX.proto.event_pb2 import Event, SessionLog
+            from tensorboardX.proto.event_pb2 import Event, SessionLog  # type: ignore[import-untyped]
 
             file_writer.add_event(Event(step=step, session_log=SessionLog(status=SessionLog.START)))
         else:

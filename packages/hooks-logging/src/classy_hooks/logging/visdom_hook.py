@@ -9,7 +9,7 @@ import warnings
 from collections.abc import Callable
 from typing import Any, Union
 
-from classy_hooks.core import ClassyHook, is_primary, register_hook
+from classy_hooks.core import ClassyHook, ClassyHookState, is_primary, register_hook
 from classy_hooks.core.optional import import_extra
 from classy_hooks.core.validation import check_str, config_error
 from classy_hooks.logging._common import DISTRIBUTION, learning_rates, mean_loss, meter_values
@@ -41,6 +41,12 @@ def _check_port(hook: str, port: Any) -> int:
             "Pass the port the Visdom server listens on, e.g. 8097 (is $VISDOM_PORT set?).",
         )
     return int(text)
+
+
+class VisdomState(ClassyHookState):
+    """Checkpointed state of the Visdom hook."""
+
+    metrics: dict[str, dict[str, list[list[float]]]]  # window -> line -> [x, y] points plotted so far
 
 
 @register_hook("visdom")
@@ -82,6 +88,7 @@ class VisdomHook(ClassyHook):
         self.env = check_str(self.name(), "env", env)
         self.title_suffix = check_str(self.name(), "title_suffix", title_suffix, non_empty=False)
         #: history of every curve: {window: {line: [[x, y], ...]}}; checkpointed
+        self.state: VisdomState = VisdomState()
         self.state.metrics = {}
         self._client: Any = None
         self._queue: queue.Queue[Callable[[], None] | None] | None = None

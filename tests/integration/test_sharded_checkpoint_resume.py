@@ -80,6 +80,38 @@ def assert_identical(a: Any, b: Any, path: str = "state") -> None:
         assert a == b, f"{path}: {a!r} != {b!r}"
 
 
+def _process_tree(pid: int) -> list[int]:
+    """`pid` and all its descendants (Linux /proc): torchrun starts each rank in a session of its own."""
+    tree, index = [pid], 0
+    while index < len(tree):
+        for task in Path(f"/proc/{tree[index]}/task").glob("*/children"):
+            with contextlib.suppress(OSError):
+                tree.extend(int(child) for child in task.read_text().split())
+        index += 1
+    return tree
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except (OSError, IndexError):
+        return False
+
+
+def _kill_job(job: subprocess.Popen[bytes]) -> None:
+    """SIGKILL torchrun and both ranks at once (a lost node), then wait until none of them runs."""
+    pids = _process_tree(job.pid)
+    assert job.poll() is not None or len(pids) >= 3, f"torchrun's ranks not found under it: {pids}"
+    for pid in reversed(pids):  # ranks first, so the agent cannot react to a dead rank
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    job.wait()
+    deadline = time.monotonic() + 30
+    while any(_alive(pid) for pid in pids):
+        assert time.monotonic() < deadline, "a rank survived SIGKILL"
+        time.sleep(0.01)
+
+
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The reference: 6 phases in one go; returns its checkpoint folder."""
@@ -114,7 +146,7 @@ def test_resume_into_the_sharded_model_is_bit_identical_with_async_saves(uninter
 
 
 def test_sigkill_during_sharded_saves_then_resume_ends_bit_identical(uninterrupted: Path, tmp_path: Path) -> None:
-    """SIGKILL the whole torchrun job (both ranks, as a lost node) while a sharded save's temp folder exists."""
+    """SIGKILL the whole torchrun job (agent and both ranks, as a lost node) while a sharded save's temp folder exists."""
     folder = tmp_path / "checkpoints"
     folder.mkdir()
     config_path = write_config(tmp_path / "config.json", _config())
@@ -128,7 +160,6 @@ def test_sigkill_during_sharded_saves_then_resume_ends_bit_identical(uninterrupt
             cwd=ROOT,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
-            start_new_session=True,  # its own process group: one killpg takes torchrun and both ranks
         )
         deadline = time.monotonic() + 120
         while not _saving(folder) and job.poll() is None:
@@ -136,9 +167,7 @@ def test_sigkill_during_sharded_saves_then_resume_ends_bit_identical(uninterrupt
             time.sleep(0.0005)
         time.sleep(rng.uniform(0, 0.01))
         hit = _saving(folder)
-        with contextlib.suppress(ProcessLookupError):  # the run may have finished on its own
-            os.killpg(job.pid, signal.SIGKILL)
-        job.wait()
+        _kill_job(job)
         kills += 1
         kills_during_save += hit
         if (folder / LATEST_SHARDED).exists():  # the latest pointer always names a complete checkpoint

@@ -154,6 +154,7 @@ def test_sigkill_during_sharded_saves_then_resume_ends_bit_identical(uninterrupt
     kills, kills_during_save, last_phase = 0, 0, -1
     while kills < 4:
         extra = ("--resume", str(folder)) if (folder / LATEST_SHARDED).exists() else ()
+        stale = {name for name in os.listdir(folder) if name.endswith(".tmp")}  # left by the previous kill
         job = subprocess.Popen(
             train_command(config_path, tmp_path, nproc=2, extra=extra),
             env=subprocess_env(),
@@ -162,6 +163,9 @@ def test_sigkill_during_sharded_saves_then_resume_ends_bit_identical(uninterrupt
             stderr=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + 120
+        while stale & set(os.listdir(folder)) and job.poll() is None:  # the new run's on_start removes them first
+            assert time.monotonic() < deadline, f"the resumed run never removed {stale}"
+            time.sleep(0.0005)
         while not _saving(folder) and job.poll() is None:
             assert time.monotonic() < deadline, "the run never started a save"
             time.sleep(0.0005)

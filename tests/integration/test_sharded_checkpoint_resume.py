@@ -166,6 +166,9 @@ def test_sigkill_during_sharded_saves_then_resume_ends_bit_identical(uninterrupt
         while stale & set(os.listdir(folder)) and job.poll() is None:  # the new run's on_start removes them first
             assert time.monotonic() < deadline, f"the resumed run never removed {stale}"
             time.sleep(0.0005)
+        while not (folder / LATEST_SHARDED).exists() and job.poll() is None:  # a complete one to fall back on
+            assert time.monotonic() < deadline, "the run never committed a checkpoint"
+            time.sleep(0.0005)
         while not _saving(folder) and job.poll() is None:
             assert time.monotonic() < deadline, "the run never started a save"
             time.sleep(0.0005)
@@ -182,6 +185,7 @@ def test_sigkill_during_sharded_saves_then_resume_ends_bit_identical(uninterrupt
             break
     print(f"{kills} kills, {kills_during_save} during a save, latest phase {last_phase}", file=sys.stderr)
     assert kills_during_save >= 1, "no kill hit a save"
+    assert last_phase >= 0, "no complete checkpoint was there to resume from"
     left_behind = _saving(folder)  # the last kill may have struck just after the save committed
     extra = ("--resume", str(folder)) if (folder / LATEST_SHARDED).exists() else ()
     out = _train(tmp_path, _config(), extra)

@@ -50,6 +50,14 @@ for _ in sys.stdin:  # one line per run to start
 KILLS_DURING_SAVE = 20
 
 
+def _latest_mtime(folder: Path) -> int | None:
+    """When the latest checkpoint was last replaced (None before the first)."""
+    try:
+        return (folder / "checkpoint.torch").stat().st_mtime_ns
+    except FileNotFoundError:
+        return None
+
+
 def _saving(folder: Path) -> bool:
     return any(name.endswith(".tmp") for name in os.listdir(folder))
 
@@ -82,9 +90,14 @@ def test_sigkill_during_saves_never_loses_the_latest_checkpoint(tmp_path: Path) 
             assert attempts <= 4 * KILLS_DURING_SAVE, f"only {during_save} of {attempts} kills hit a save"
             forker.stdin.write("run\n")
             forker.stdin.flush()
+            committed_before = _latest_mtime(folder)
             pid = int(forker.stdout.readline())
             time.sleep(rng.uniform(0, 0.15))  # let some saves commit, then strike during a later one
             deadline = time.monotonic() + 30
+            if attempts % 2:  # every other run first commits a save, so the runs progress however loaded the machine
+                while _latest_mtime(folder) == committed_before:
+                    assert time.monotonic() < deadline, "the run never committed a save"
+                    time.sleep(0.0005)
             while not _saving(folder):
                 assert time.monotonic() < deadline, "the run never started a save"
                 time.sleep(0.0005)

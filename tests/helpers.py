@@ -61,31 +61,13 @@ def train_command(config_path: Path, run_dir: Path, nproc: int = 1, extra: Seque
     args = [str(TRAIN_SCRIPT), "--config", str(config_path), "--run-dir", str(run_dir), *extra]
     if nproc == 1:
         return [sys.executable, *args]
-    return [
-        str(VENV_BIN / "torchrun"),
-        "--nproc_per_node",
-        str(nproc),
-        "--master_addr",
-        "127.0.0.1",
-        "--master_port",
-        str(free_port()),
-        *args,
-    ]
+    return torchrun_command(TRAIN_SCRIPT, args[1:], nproc)
 
 
 def torchrun_command(script: Path, args: Sequence[str] = (), nproc: int = 2) -> list[str]:
-    """The command line that runs a test worker script on `nproc` gloo ranks under torchrun."""
-    return [
-        str(VENV_BIN / "torchrun"),
-        "--nproc_per_node",
-        str(nproc),
-        "--master_addr",
-        "127.0.0.1",
-        "--master_port",
-        str(free_port()),
-        str(script),
-        *args,
-    ]
+    """The command line that runs a script on `nproc` gloo ranks under torchrun (on 127.0.0.1, a free port)."""
+    torchrun = [str(VENV_BIN / "torchrun"), "--nproc_per_node", str(nproc), "--master_addr", "127.0.0.1"]
+    return [*torchrun, "--master_port", str(free_port()), str(script), *args]
 
 
 def run_training(

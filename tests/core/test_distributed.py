@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import VENV_BIN, free_port, subprocess_env
+from helpers import subprocess_env, torchrun_command
 
 BLOCK_TORCH = """
 import sys
@@ -72,16 +72,7 @@ dist.destroy_process_group()
 def test_helpers_under_torchrun_with_two_gloo_ranks(tmp_path: Path) -> None:
     script = tmp_path / "worker.py"
     script.write_text(WORKER)
-    cmd = [
-        str(VENV_BIN / "torchrun"),
-        "--nproc_per_node",
-        "2",
-        "--master_addr",
-        "127.0.0.1",
-        "--master_port",
-        str(free_port()),
-        str(script),
-    ]
+    cmd = torchrun_command(script)
     proc = subprocess.run(cmd, capture_output=True, text=True, env=subprocess_env(), timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "rank 0 ok" in proc.stdout and "rank 1 ok" in proc.stdout

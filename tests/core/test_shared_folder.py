@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from classy_hooks.core.shared_folder import PROBE_PREFIX, check_shared_folder
-from helpers import ROOT, VENV_BIN, free_port, subprocess_env
+from helpers import ROOT, subprocess_env, torchrun_command
 
 SCRIPT = r"""
 import os, sys
@@ -33,8 +33,7 @@ dist.destroy_process_group()
 def _run(tmp_path: Path, layout: str) -> str:
     script = tmp_path / "check.py"
     script.write_text(SCRIPT)
-    command = [str(VENV_BIN / "torchrun"), "--nproc_per_node", "2", "--master_addr", "127.0.0.1"]
-    command += ["--master_port", str(free_port()), str(script), str(tmp_path / "folder"), layout]
+    command = torchrun_command(script, [str(tmp_path / "folder"), layout])
     proc = subprocess.run(command, env=subprocess_env(), cwd=ROOT, text=True, capture_output=True, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return proc.stdout

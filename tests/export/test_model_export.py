@@ -16,7 +16,7 @@ from torch import nn
 
 from classy_hooks.core import HookConfigError, TaskContractError
 from classy_hooks.export import ExportError, TorchExportHook, TorchscriptHook
-from helpers import ROOT, VENV_BIN, free_port, make_task, subprocess_env
+from helpers import ROOT, make_task, subprocess_env, torchrun_command
 from reference_trainer.task import ReferenceTask
 
 HookFactory = Callable[[Path], Any]
@@ -249,8 +249,7 @@ def test_module_compiled_in_place_names_the_fix(tmp_path: Path):
 def run_distributed_job(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
     """`distributed_export_job.py` on 2 gloo ranks under torchrun; fails the test unless every rank finished."""
     job = Path(__file__).with_name("distributed_export_job.py")
-    torchrun = [str(VENV_BIN / "torchrun"), "--nproc_per_node", "2", "--master_addr", "127.0.0.1"]
-    command = [*torchrun, "--master_port", str(free_port()), str(job), *args]
+    command = torchrun_command(job, args)
     proc = subprocess.run(command, env=subprocess_env(), text=True, capture_output=True, timeout=240, cwd=ROOT)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc

@@ -104,3 +104,76 @@ def test_check_task_names_the_hook_and_the_missing_attributes() -> None:
         TaskContractError, match=r"CounterHook: the task \(NoLosses\) has no attribute\(s\) \['losses'\]"
     ):
         CounterHook(0).on_start(NoLosses())
+
+
+class ClassificationTaskLike:
+    """A task whose `num_batches_per_phase` is only valid once a phase has started, as in Classy Vision."""
+
+    train = True
+
+    def __init__(self) -> None:
+        self.data_iterator = None
+        self.evaluated = 0
+
+    @property
+    def losses(self) -> list[float]:
+        self.evaluated += 1
+        return []
+
+    @property
+    def num_batches_per_phase(self) -> int:
+        self.evaluated += 1
+        return len(self.data_iterator)  # type: ignore[arg-type]  # TypeError before the first phase
+
+
+def test_check_task_never_evaluates_a_property() -> None:
+    task = ClassificationTaskLike()
+    CounterHook(0).check_task(task, ["train", "losses", "num_batches_per_phase"])
+    assert task.evaluated == 0
+
+
+def test_a_property_that_raises_is_present_not_missing_nor_an_unrelated_error() -> None:
+    class RaisingProperties:
+        @property
+        def train(self) -> bool:
+            raise AttributeError("not set up yet")
+
+        @property
+        def losses(self) -> list[float]:
+            raise TypeError("not valid before the first phase")
+
+    CounterHook(0).on_start(RaisingProperties())
+
+
+def test_check_task_sees_instance_slot_and_inherited_attributes() -> None:
+    class Base:
+        train = False
+
+    class Slotted(Base):
+        __slots__ = ("losses",)
+
+        def __init__(self) -> None:
+            self.losses: list[float] = []
+
+    CounterHook(0).on_start(Slotted())
+
+
+def test_check_task_asks_a_dynamic_task_and_an_error_there_means_present() -> None:
+    class Forwarding:
+        """Forwards attribute reads to a wrapped task, the way a proxy does."""
+
+        def __init__(self, inner: object) -> None:
+            self.inner = inner
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(self.inner, name)
+
+    hook = CounterHook(0)
+    hook.check_task(Forwarding(ClassificationTaskLike()), ["train", "num_batches_per_phase"])
+    with pytest.raises(TaskContractError, match=r"has no attribute\(s\) \['phase_idx'\]"):
+        hook.check_task(Forwarding(ClassificationTaskLike()), ["train", "phase_idx"])
+
+
+def test_check_task_still_reports_what_is_really_missing() -> None:
+    with pytest.raises(TaskContractError, match=r"\['losses', 'phase_idx'\]"):
+        CounterHook(0).check_task(type("Bare", (), {"train": True})(), ["train", "losses", "phase_idx"])

@@ -3,11 +3,35 @@
 from __future__ import annotations
 
 import abc
+import inspect
 from collections.abc import Iterable, Mapping
 from typing import Any, ClassVar
 
 from classy_hooks.core.config import check_config_keys, constructor_arguments
 from classy_hooks.core.errors import TaskContractError
+
+
+def has_task_attribute(task: Any, name: str) -> bool:
+    """True if `task` has attribute `name`, found without running a property or descriptor.
+
+    Looks in the instance and class dicts (`inspect.getattr_static`). Only for a class that computes
+    attributes in `__getattr__` is the attribute read, and then any error but `AttributeError` means
+    "present" (the value exists but cannot be computed yet), never an unrelated exception.
+    """
+    try:
+        inspect.getattr_static(task, name)
+        return True
+    except AttributeError:
+        pass
+    if inspect.getattr_static(type(task), "__getattr__", None) is None:
+        return False
+    try:
+        getattr(task, name)
+    except AttributeError:
+        return False
+    except Exception:
+        return True
+    return True
 
 
 class ClassyHookState:
@@ -58,9 +82,13 @@ class ClassyHook(abc.ABC):
         """Stand-in for hook functions a hook does not use."""
 
     def check_task(self, task: Any, attributes: Iterable[str] | None = None) -> None:
-        """Raise `TaskContractError` if `task` lacks any of the attributes this hook reads."""
+        """Raise `TaskContractError` if `task` lacks any of the attributes this hook reads.
+
+        Presence is checked without evaluating anything (`has_task_attribute`): a property that is
+        only valid later, e.g. ClassificationTask's `num_batches_per_phase` before the first phase, is present.
+        """
         names = self.task_attributes if attributes is None else tuple(attributes)
-        missing = [a for a in names if not hasattr(task, a)]
+        missing = [a for a in names if not has_task_attribute(task, a)]
         if missing:
             raise TaskContractError(
                 f"{self.name()}: the task ({type(task).__name__}) has no attribute(s) {missing}, "

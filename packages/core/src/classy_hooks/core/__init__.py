@@ -16,6 +16,7 @@ _EXPORTS = {
     "ClassyHook": "classy_hook",
     "ClassyHookState": "classy_hook",
     "ClassyHookFunctions": "constants",
+    "all_gather_objects": "distributed",
     "all_reduce": "distributed",
     "barrier": "distributed",
     "get_rank": "distributed",
@@ -39,6 +40,7 @@ _EXPORTS = {
     "get_hook_class": "registry",
     "register_hook": "registry",
     "registered_hook_names": "registry",
+    "LoopTask": "loop_task",
     "OPTIONAL_TASK_ATTRIBUTES": "task",
     "LastBatch": "task",
     "Meter": "task",
@@ -55,6 +57,7 @@ if TYPE_CHECKING:
     from classy_hooks.core.classy_hook import ClassyHook, ClassyHookState
     from classy_hooks.core.constants import ClassyHookFunctions
     from classy_hooks.core.distributed import (
+        all_gather_objects,
         all_reduce,
         barrier,
         get_rank,
@@ -64,6 +67,7 @@ if TYPE_CHECKING:
     )
     from classy_hooks.core.errors import HookConfigError, MissingExtraError, TaskContractError, UnknownHookError
     from classy_hooks.core.hook_list import call_hooks, check_hooks, get_hooks_state, set_hooks_state, state_keys
+    from classy_hooks.core.loop_task import LoopTask
     from classy_hooks.core.registry import (
         ENTRY_POINT_GROUP,
         HOOK_REGISTRY,
@@ -101,12 +105,14 @@ __all__ = [
     "ClassyHookState",
     "HookConfigError",
     "LastBatch",
+    "LoopTask",
     "Meter",
     "MissingExtraError",
     "Task",
     "TaskContractError",
     "UnknownHookError",
     "__version__",
+    "all_gather_objects",
     "all_reduce",
     "barrier",
     "build_hook",

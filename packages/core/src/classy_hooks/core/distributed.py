@@ -82,3 +82,13 @@ def all_reduce(value: Any, op: str = "sum") -> Any:
     if work is not tensor:
         tensor.copy_(work)
     return tensor if is_tensor else float(tensor.item())
+
+
+def all_gather_objects(value: Any) -> list[Any]:
+    """Every rank's `value` (picklable), in rank order; `[value]` when not distributed."""
+    dist = _dist()
+    if dist is None:
+        return [value]
+    gathered: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, value)
+    return gathered

@@ -1,0 +1,196 @@
+"""`LoopTask`: a ready task object for your own loop, so it needs no hand-kept counters.
+
+It holds what hooks read (see `classy_hooks.core.Task`), calls the hook events in Classy Vision's
+order as the loop walks through its phases, and saves and restores its state for checkpoints.
+Pure Python like the rest of core: it calls the model's and optimizer's own methods and reaches
+torch only through `sys.modules` once the loop has imported it.
+"""
+
+from __future__ import annotations
+
+import copy
+import sys
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any
+
+from classy_hooks.core.distributed import all_gather_objects, get_world_size
+from classy_hooks.core.errors import HookConfigError, TaskContractError
+from classy_hooks.core.hook_list import call_hooks, check_hooks, get_hooks_state, set_hooks_state
+from classy_hooks.core.task import LastBatch
+
+PHASE_TYPES = ("train", "test")
+
+
+class LoopTask:
+    """The task of a plain loop: `for phase_type, data in task.run_phases(plan)`, then `task.step(...)` per batch.
+
+    `run_phases` calls `on_start` before the first phase and `on_end` after the last; around each
+    phase it advances the counters, resets losses and meters, sets the model's train/eval mode and
+    calls `on_phase_start`, then gathers losses across ranks, syncs meters and calls `on_phase_end`.
+    Phases a restored state has already finished are skipped, so a resumed run continues where the
+    checkpoint was taken. `meters` follow Classy Vision's meter API (`update`, `reset`, `sync_state`,
+    `value`, `get_classy_state`, `set_classy_state`).
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        optimizer: Any = None,
+        hooks: Sequence[Any] = (),
+        *,
+        meters: Sequence[Any] = (),
+        batch_size: int | None = None,
+        distributed_model: Any = None,
+        use_gpu: bool = False,
+        test_only: bool = False,
+    ) -> None:
+        valid_size = isinstance(batch_size, int) and not isinstance(batch_size, bool) and batch_size > 0
+        if batch_size is not None and not valid_size:
+            raise HookConfigError(f"LoopTask: batch_size must be a positive int or None, got {batch_size!r}.")
+        self.base_model = model
+        self.model = model if distributed_model is None else distributed_model
+        self.optimizer = optimizer
+        self.hooks = check_hooks(hooks)
+        self.meters = list(meters)
+        self.use_gpu = use_gpu
+        self.test_only = test_only
+        self.train = not test_only
+        self.phase_idx = -1
+        self.train_phase_idx = -1
+        self.num_updates = 0
+        self.where = 0.0
+        self.losses: list[Any] = []
+        self.last_batch: LastBatch | None = None
+        self.dataloader: Any = None
+        self.num_batches_per_phase = 0
+        self.is_optimizer_step = True
+        self._batch_size = batch_size
+        self._num_train_phases = 0
+
+    @property
+    def phase_type(self) -> str:
+        """"train" or "test"."""
+        return "train" if self.train else "test"
+
+    def get_batchsize_per_replica(self) -> int:
+        """The size of the current phase's first batch; before any batch, the one given to the constructor."""
+        if self._batch_size is None:
+            raise TaskContractError(
+                "LoopTask: the batch size is not known before the first step; pass batch_size= to LoopTask(...)."
+            )
+        return self._batch_size
+
+    def get_global_batchsize(self) -> int:
+        """Batch size summed over replicas."""
+        return self.get_batchsize_per_replica() * get_world_size()
+
+    def run_phases(self, plan: Iterable[tuple[str, Any]]) -> Iterator[tuple[str, Any]]:
+        """Yield `(phase_type, dataloader)` for each phase of `plan` not yet done, with the hook events around it."""
+        phases = [_checked_phase(i, phase) for i, phase in enumerate(plan)]
+        self._num_train_phases = sum(phase_type == "train" for phase_type, _ in phases)
+        call_hooks(self.hooks, "on_start", self)
+        for index, (phase_type, data) in enumerate(phases):
+            if index <= self.phase_idx:
+                continue
+            self._advance(phase_type, data)
+            call_hooks(self.hooks, "on_phase_start", self)
+            yield phase_type, data
+            self._finish_phase()
+            call_hooks(self.hooks, "on_phase_end", self)
+        call_hooks(self.hooks, "on_end", self)
+
+    def step(self, batch: Mapping[str, Any], output: Any, loss: Any, *, optimizer_step: bool = True) -> None:
+        """Record the batch that just ran and call `on_step`.
+
+        `optimizer_step=False` marks a gradient-accumulation micro-step whose batch did not update
+        the parameters (the EMA then waits for the real step). `batch` holds `"input"` and `"target"`.
+        """
+        if "input" not in batch or "target" not in batch:
+            raise TaskContractError(
+                f"LoopTask.step: batch must be a dict with 'input' and 'target' keys, got keys {sorted(batch)}."
+            )
+        if self._batch_size is None or self.last_batch is None:
+            self._batch_size = len(batch["input"])
+        detached = loss.detach() if hasattr(loss, "detach") else loss
+        output = output.detach() if hasattr(output, "detach") else output
+        self.is_optimizer_step = bool(optimizer_step) and self.train
+        if self.train:
+            self.num_updates += self.get_global_batchsize()
+        for meter in self.meters:
+            meter.update(output, batch["target"])
+        self.losses.append(detached)
+        self.last_batch = LastBatch(detached, output, batch["target"], batch, {})
+        if self.train and self._num_train_phases and self.num_batches_per_phase:
+            done = self.train_phase_idx + min(len(self.losses) / self.num_batches_per_phase, 1.0)
+            self.where = min(done / self._num_train_phases, 1.0)
+        call_hooks(self.hooks, "on_step", self)
+
+    def get_classy_state(self, deep_copy: bool = False) -> dict[str, Any]:
+        """Everything needed to continue after this phase: model, optimizer, meters, counters, hooks, RNG."""
+        state: dict[str, Any] = {
+            "train": self.train,
+            "base_model": self.base_model.state_dict(),
+            "optimizer": self.optimizer.state_dict() if self.optimizer is not None else None,
+            "meters": [meter.get_classy_state() for meter in self.meters],
+            "phase_idx": self.phase_idx,
+            "train_phase_idx": self.train_phase_idx,
+            "num_updates": self.num_updates,
+            "losses": [float(x) for x in self.losses],
+            "hooks": get_hooks_state(self.hooks),
+        }
+        torch = sys.modules.get("torch")
+        if torch is not None:
+            state["rng_state"] = torch.get_rng_state()
+            if self.use_gpu and torch.cuda.is_initialized():
+                state["cuda_rng_state"] = torch.cuda.get_rng_state_all()
+        return copy.deepcopy(state) if deep_copy else state
+
+    def set_classy_state(self, state: Mapping[str, Any]) -> None:
+        """Restore a state from `get_classy_state` (before `run_phases`): finished phases are then skipped."""
+        self.train = state["train"]
+        self.base_model.load_state_dict(state["base_model"])
+        if self.optimizer is not None and state.get("optimizer") is not None:
+            self.optimizer.load_state_dict(state["optimizer"])
+        for meter, meter_state in zip(self.meters, state.get("meters", [])):
+            meter.set_classy_state(meter_state)
+        self.phase_idx = state["phase_idx"]
+        self.train_phase_idx = state["train_phase_idx"]
+        self.num_updates = state["num_updates"]
+        self.losses = list(state["losses"])
+        set_hooks_state(self.hooks, state.get("hooks", {}))
+        torch = sys.modules.get("torch")
+        if torch is not None and "rng_state" in state:
+            torch.set_rng_state(state["rng_state"])
+            if "cuda_rng_state" in state:
+                torch.cuda.set_rng_state_all(state["cuda_rng_state"])
+
+    def _advance(self, phase_type: str, data: Any) -> None:
+        self.phase_idx += 1
+        self.train = phase_type == "train"
+        if self.train:
+            self.train_phase_idx += 1
+        self.dataloader = data
+        self.num_batches_per_phase = len(data) if hasattr(data, "__len__") else 0
+        self.losses = []
+        self.last_batch = None
+        for meter in self.meters:
+            meter.reset()
+        self.base_model.train(self.train)
+
+    def _finish_phase(self) -> None:
+        """Gather every rank's batch losses (as plain floats) and sync meters, as Classy Vision did."""
+        local = [float(x) for x in self.losses]
+        self.losses = [x for part in all_gather_objects(local) for x in part]
+        for meter in self.meters:
+            meter.sync_state()
+        if self.train and self._num_train_phases:
+            self.where = min((self.train_phase_idx + 1) / self._num_train_phases, 1.0)
+
+
+def _checked_phase(index: int, phase: Any) -> tuple[str, Any]:
+    """One `(phase_type, dataloader)` entry of a plan, or a clear error naming it."""
+    if not isinstance(phase, tuple) or len(phase) != 2 or phase[0] not in PHASE_TYPES:
+        raise HookConfigError(
+            f"LoopTask.run_phases: plan[{index}] must be a ('train' or 'test', dataloader) pair, got {phase!r}."
+        )
+    return phase

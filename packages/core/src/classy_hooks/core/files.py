@@ -1,4 +1,9 @@
-"""Crash-safe file writing and folder checks shared by every hook that writes files."""
+"""Crash-safe file writing and folder checks shared by every hook that writes files.
+
+Every path may also be an fsspec URL (`s3://bucket/run`, `memory://run`): those go to `classy_hooks.core.url_files`
+(imported here, but fsspec itself only on the first URL), whose docstring says what each kind of store guarantees.
+`file://` URLs are plain local paths. A plain path costs one string test over the local code.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,7 @@ from collections.abc import Iterator
 from typing import IO, Any
 
 from classy_hooks.core.errors import HookConfigError
+from classy_hooks.core.url_files import atomic_write_url, ensure_writable_url_folder, is_url, local_path
 
 
 def fsync_dir(folder: str) -> None:
@@ -35,8 +41,13 @@ def atomic_write(path: str, mode: str = "wb") -> Iterator[IO[Any]]:
     """Write `path` all at once: yield a temp file in the same folder, then fsync and rename it.
 
     At any instant of a crash, `path` holds either its previous content or the new one, never
-    a partial file. On error the temp file is removed and `path` is untouched.
+    a partial file. On error the temp file is removed and `path` is untouched. For a URL see `atomic_write_url`.
     """
+    if is_url(path):
+        with atomic_write_url(path, mode) as remote:
+            yield remote
+        return
+    path = local_path(path)
     folder = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
     try:
@@ -55,8 +66,13 @@ def atomic_write(path: str, mode: str = "wb") -> Iterator[IO[Any]]:
 
 
 def ensure_writable_folder(hook: str, arg: str, folder: str, create: bool = True) -> str:
-    """Check that `folder` exists (creating it if asked) and accepts new files; return its absolute path."""
-    path = os.path.abspath(folder)
+    """Check that `folder` exists (creating it if asked) and accepts new files; return its absolute path.
+
+    A URL is checked on its filesystem (`ensure_writable_url_folder`) and returned as given, minus a final `/`.
+    """
+    if is_url(folder):
+        return ensure_writable_url_folder(hook, arg, folder)
+    path = os.path.abspath(local_path(folder))
     if not os.path.isdir(path):
         if os.path.exists(path):
             raise HookConfigError(f"{hook}: argument '{arg}' = {folder!r} is a file, not a folder. Pass a folder path.")

@@ -63,6 +63,9 @@ def test_constructor_from_config_and_build_hook() -> None:
         ({"decay": 0.9, "warmup_steps": -1}, "warmup_steps"),
         ({"decay": 0.9, "ema_dtype": "fp8"}, "ema_dtype"),
         ({"decay": 0.9, "ema_dtype": None}, "ema_dtype"),
+        ({"decay": 0.9, "update_period": 0}, "update_period"),
+        ({"decay": 0.9, "update_period": 2.5}, "update_period"),
+        ({"decay": 0.9, "update_period": "4"}, "update_period"),
         ({"decay": 0.9, "decy": 1}, "decy"),
         ({}, "decay"),
     ],
@@ -222,6 +225,135 @@ def test_warmup_schedule() -> None:
     assert decays == pytest.approx([1 / 10, 2 / 11, 3 / 12])
     hook.state.num_updates = 10_000
     assert hook.current_decay() == 0.99
+
+
+def test_warmup_schedule_with_an_update_period_counts_optimizer_steps() -> None:
+    hook = ExponentialMovingAverageModelHook(0.99, warmup_steps=10, update_period=4)
+    decays = []
+    for n in range(3):
+        hook.state.num_updates = n  # update n comes after 4 * n optimizer steps
+        decays.append(hook.current_decay())
+    assert decays == pytest.approx([(1 / 10) ** 4, (5 / 14) ** 4, (9 / 18) ** 4])
+    hook.state.num_updates = 10_000
+    assert hook.current_decay() == pytest.approx(0.99**4)
+
+
+def _train_steps(model: nn.Module, steps: int, seed: int) -> list[dict[str, torch.Tensor]]:
+    """Weights after each of `steps` pretend optimizer steps (seeded, so runs can be replayed)."""
+    generator = torch.Generator().manual_seed(seed)
+    weights = []
+    for _ in range(steps):
+        weights.append(
+            {n: torch.randn(t.shape, generator=generator).to(t.dtype) for n, t in model.state_dict().items()}
+        )
+    return weights
+
+
+def _load(model: nn.Module, weights: dict[str, torch.Tensor]) -> None:
+    with torch.no_grad():
+        for name, tensor in model.state_dict().items():
+            tensor.copy_(weights[name].to(tensor.dtype) if tensor.is_floating_point() else weights[name].abs())
+
+
+@pytest.mark.parametrize(("period", "warmup"), [(1, 0), (3, 0), (4, 6)])
+def test_update_period_is_exact_against_a_reference_with_the_same_schedule(period: int, warmup: int) -> None:
+    """Every `period`-th optimizer step: ema = d**k * ema + (1 - d**k) * w (micro-steps and test steps skipped)."""
+    torch.manual_seed(0)
+    model = MixedModel()
+    decay = 0.9
+    hook = ExponentialMovingAverageModelHook(decay, warmup_steps=warmup, update_period=period, ema_dtype="param")
+    task = _task(model)
+    hook.on_start(task)
+    reference = {n: t.detach().clone() for n, t in model.state_dict().items()}
+    optimizer_steps = updates = 0
+    for i, weights in enumerate(_train_steps(model, 14, seed=1)):
+        _load(model, weights)
+        task.is_optimizer_step = i % 5 != 4  # every fifth step is a gradient-accumulation micro-step
+        hook.on_step(task)
+        if not task.is_optimizer_step:
+            continue
+        optimizer_steps += 1
+        if optimizer_steps % period == 0:
+            steps_before = updates * period
+            per_step = decay if warmup == 0 else min(decay, (1 + steps_before) / (warmup + steps_before))
+            weight = 1 - per_step**period
+            for name, tensor in model.state_dict().items():
+                if tensor.is_floating_point():
+                    reference[name].lerp_(tensor, weight)
+                else:
+                    reference[name].copy_(tensor)
+            updates += 1
+    assert hook.state.num_updates == updates == 12 // period  # 14 steps, 2 of them micro-steps
+    assert hook.state.steps_in_period == 12 % period
+    for name, tensor in hook.state.ema_state.items():
+        assert torch.equal(tensor, reference[name]), name
+
+
+def test_a_resume_in_the_middle_of_an_update_period_continues_exactly() -> None:
+    weights = _train_steps(MixedModel(), 10, seed=2)
+
+    def run(hook: ExponentialMovingAverageModelHook, model: nn.Module, steps: list[dict[str, torch.Tensor]]) -> None:
+        task = _task(model)
+        hook.on_start(task)
+        for w in steps:
+            _load(model, w)
+            hook.on_step(task)
+
+    torch.manual_seed(0)
+    straight_model = MixedModel()
+    straight = ExponentialMovingAverageModelHook(0.8, update_period=4)
+    run(straight, straight_model, weights)
+
+    torch.manual_seed(0)
+    model = MixedModel()
+    first = ExponentialMovingAverageModelHook(0.8, update_period=4)
+    run(first, model, weights[:6])  # one update, then 2 steps into the second period
+    assert (first.state.num_updates, first.state.steps_in_period) == (1, 2)
+    buffer = io.BytesIO()
+    torch.save(first.get_classy_state(), buffer)
+    buffer.seek(0)
+    resumed = ExponentialMovingAverageModelHook(0.8, update_period=4)
+    resumed.set_classy_state(torch.load(buffer, weights_only=True))
+    run(resumed, model, weights[6:])
+    assert (resumed.state.num_updates, resumed.state.steps_in_period) == (2, 2)
+    for name, tensor in straight.state.ema_state.items():
+        assert torch.equal(resumed.state.ema_state[name], tensor), name
+
+
+def test_a_state_saved_before_update_period_existed_starts_a_new_period() -> None:
+    hook = ExponentialMovingAverageModelHook(0.9, update_period=2)
+    model = MixedModel()
+    hook.set_classy_state({"ema_state": {k: v.clone() for k, v in model.state_dict().items()}, "num_updates": 3})
+    task = _task(model)
+    hook.on_start(task)
+    hook.on_step(task)
+    assert (hook.state.num_updates, hook.state.steps_in_period) == (3, 1)
+    hook.on_step(task)
+    assert (hook.state.num_updates, hook.state.steps_in_period) == (4, 0)
+
+
+def test_averaged_weights_in_swaps_in_the_ema_and_back() -> None:
+    model = MixedModel()
+    _set_all(model, 0.0)
+    hook = ExponentialMovingAverageModelHook(0.5)
+    task = _task(model)
+    hook.on_start(task)
+    _set_all(model, 1.0)
+    hook.on_step(task)
+    assert hook.averages_bn_statistics() and not hook.holds_averaged_weights()
+    with hook.averaged_weights_in(task):
+        assert hook.holds_averaged_weights()
+        assert torch.allclose(model.a.weight, torch.full_like(model.a.weight, 0.5))
+        model.bn.running_mean.fill_(7.0)  # written while the EMA is in: it stays in the EMA
+    assert not hook.holds_averaged_weights()
+    assert torch.equal(model.a.weight, torch.ones_like(model.a.weight))
+    assert torch.equal(hook.state.ema_state["bn.running_mean"], torch.full((4,), 7.0))
+    task.train = False
+    hook.on_phase_start(task)  # a test phase: already holding the EMA, the context changes nothing
+    with hook.averaged_weights_in(task):
+        assert hook.holds_averaged_weights()
+    assert hook.holds_averaged_weights()
+    assert not ExponentialMovingAverageModelHook(0.5, consider_bn_buffers=False).averages_bn_statistics()
 
 
 def test_gpu_device_on_a_cpu_model_keeps_the_copy_on_the_cpu(caplog: pytest.LogCaptureFixture) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any, NamedTuple
 
 import torch
@@ -14,6 +15,8 @@ from classy_hooks.core import ClassyHook, ClassyHookState, is_optimizer_step, re
 from classy_hooks.core.errors import HookConfigError
 from classy_hooks.core.validation import check_bool, check_choice, check_float, check_int
 from classy_hooks.core.wrapped_models import plain_key, unwrap_model
+from classy_hooks.model import foreach_ops
+from classy_hooks.model.batch_norm import is_batch_norm
 from classy_hooks.model.sharded_tensors import (
     fsdp_modules,
     is_sharded,
@@ -43,14 +46,14 @@ def tracked_tensors(model: nn.Module, consider_bn_buffers: bool) -> Iterator[tup
     """(state_dict name, tensor, is_parameter) for every tensor the EMA follows.
 
     All parameters, plus, with `consider_bn_buffers`, every buffer of every BatchNorm module
-    (`running_mean`, `running_var`, `num_batches_tracked`). Names are the plain module's (no
-    `_orig_mod` of a compiled submodule), as in checkpoints.
+    (`running_mean`, `running_var`, `num_batches_tracked`; see `classy_hooks.model.batch_norm`).
+    Names are the plain module's (no `_orig_mod` of a compiled submodule), as in checkpoints.
     """
     for name, param in model.named_parameters():
         yield plain_key(name), param, True
     if consider_bn_buffers:
         for module_name, module in model.named_modules():
-            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            if is_batch_norm(module):
                 for buffer_name, buffer in module.named_buffers(recurse=False):
                     if buffer is not None:
                         yield plain_key(f"{module_name}.{buffer_name}" if module_name else buffer_name), buffer, False
@@ -70,6 +73,7 @@ class EmaState(ClassyHookState):
     ema_state: dict[str, torch.Tensor]  # the extra copy: EMA weights (training weights while swapped)
     num_updates: int  # EMA updates done
     swapped: bool  # True while the model holds the EMA weights
+    steps_in_period: int  # optimizer steps since the last update (0 .. update_period - 1)
 
 
 @register_hook("ema_model_weights")
@@ -79,8 +83,8 @@ class ExponentialMovingAverageModelHook(ClassyHook):
     When it acts: `on_start` creates the EMA copy (or adopts a restored one). `on_step`, in train
     phases and only on optimizer steps (not on gradient-accumulation micro-steps), updates
     `ema = decay * ema + (1 - decay) * weight` with one fused foreach op per group of tensors that
-    share (device, dtype, sharded or not): `torch._foreach_lerp_`, or `_foreach_mul_` +
-    `_foreach_add_` where the EMA is wider than the weights; integer buffers such as
+    share (device, dtype, sharded or not; `classy_hooks.model.foreach_ops`): `torch._foreach_lerp_`,
+    or `_foreach_mul_` + `_foreach_add_` where the EMA is wider than the weights; integer buffers such as
     `num_batches_tracked` are copied, not averaged. There is no host sync per step (except with
     `device="cpu"` on an accelerator model, see below). `on_phase_start` swaps the EMA weights into
     the model for test phases (unless the task has `ema = False`) and swaps the training weights back
@@ -121,11 +125,23 @@ class ExponentialMovingAverageModelHook(ClassyHook):
     `min(decay, (1 + n) / (W + n))`, TensorFlow's `num_updates` warm-up, so early EMA weights
     are not dominated by the random initialisation.
 
+    `update_period` (new, default 1 = every optimizer step): with k > 1 the EMA is updated on every
+    k-th optimizer step only, with the decay raised to the k-th power (`ema = decay**k * ema +
+    (1 - decay**k) * weight`), so it forgets at the same rate per step while the per-step cost is
+    divided by k (Lightning's `update_every_n_steps`). With warm-up, the update after s optimizer
+    steps uses `min(decay, (1 + s) / (W + s)) ** k`. The count of optimizer steps since the last
+    update is hook state (`steps_in_period`) and runs across phases, so a resume in the middle of
+    a period continues exactly, and a test phase may see an average up to k - 1 steps old.
+
     With PreciseBatchNormHook: see its docstring; it recomputes BatchNorm statistics for both the
     training weights and the EMA weights, whatever the order of the two hooks.
 
+    For other hooks (precise BatchNorm), the public interface is `holds_averaged_weights()`
+    (whether the model holds the EMA weights now) and the `averaged_weights_in(task)` context
+    manager (the model holds the EMA weights inside it, its training weights again after).
+
     State (checkpointed): `ema_state` (name -> tensor; DTensors for sharded parameters),
-    `num_updates` (EMA updates done), `swapped`. Reads: `task.base_model`, `task.train`, optional
+    `num_updates` (EMA updates done), `swapped`, `steps_in_period`. Reads: `task.base_model`, `task.train`, optional
     `task.ema` and `task.is_optimizer_step`.
     """
 
@@ -139,6 +155,7 @@ class ExponentialMovingAverageModelHook(ClassyHook):
         warmup_steps: int = 0,
         *,
         ema_dtype: str = "auto",
+        update_period: int = 1,
     ) -> None:
         super().__init__()
         name = self.name()
@@ -147,10 +164,12 @@ class ExponentialMovingAverageModelHook(ClassyHook):
         self.device = check_choice(name, "device", device, ("gpu", "cpu"))
         self.warmup_steps = check_int(name, "warmup_steps", warmup_steps, minimum=0)
         self.ema_dtype = check_choice(name, "ema_dtype", ema_dtype, tuple(EMA_DTYPES))
+        self.update_period = check_int(name, "update_period", update_period, minimum=1)
         self.state: EmaState = EmaState()
         self.state.ema_state = {}
         self.state.num_updates = 0
         self.state.swapped = False
+        self.state.steps_in_period = 0
         self._groups: list[_Group] | None = None
         self._int_pairs: tuple[list[torch.Tensor], list[torch.Tensor]] = ([], [])
         # While swapped: the training weights of tensors whose average is wider than they are (local
@@ -321,16 +340,45 @@ class ExponentialMovingAverageModelHook(ClassyHook):
     def on_step(self, task: Any) -> None:
         if not task.train or not is_optimizer_step(task):
             return
-        self.update(task)
+        self.state.steps_in_period += 1
+        if self.state.steps_in_period >= self.update_period:
+            self.update(task)
+
+    # ---- the interface for other hooks -----------------------------------------------------------
+
+    def holds_averaged_weights(self) -> bool:
+        """True while the model holds the EMA weights (swapped in for a test phase), False while it trains."""
+        return bool(self.state.swapped)
+
+    def averages_bn_statistics(self) -> bool:
+        """True when the EMA copy includes BatchNorm statistics, so recomputed statistics can be written into it."""
+        return self.consider_bn_buffers and bool(self.state.ema_state)
+
+    @contextmanager
+    def averaged_weights_in(self, task: Any) -> Iterator[None]:
+        """Inside the block the model holds the EMA weights; after it, the weights it held before.
+
+        Whatever is written into the tracked tensors inside the block (e.g. precise BatchNorm's statistics
+        for the EMA) ends in the EMA copy. Entering while the model already holds the EMA weights does nothing.
+        """
+        if self.state.swapped:
+            yield
+            return
+        self.swap(task)
+        try:
+            yield
+        finally:
+            self.swap(task)
 
     # ---- the work ------------------------------------------------------------------------------
 
     def current_decay(self) -> float:
-        """Decay used by the next update (the warm-up schedule when `warmup_steps` > 0)."""
-        if self.warmup_steps == 0:
-            return self.decay
-        n = self.state.num_updates
-        return float(min(self.decay, (1.0 + n) / (self.warmup_steps + n)))
+        """Decay of the next update: the per-step decay (warm-up schedule if `warmup_steps` > 0) ** update_period."""
+        per_step = self.decay
+        if self.warmup_steps > 0:
+            steps = self.state.num_updates * self.update_period
+            per_step = min(self.decay, (1.0 + steps) / (self.warmup_steps + steps))
+        return float(per_step**self.update_period)
 
     def _build_groups(self, model: nn.Module) -> None:
         """Group the (EMA, model) local tensor pairs by (devices, dtypes, sharded or not); never mixed."""
@@ -355,15 +403,15 @@ class ExponentialMovingAverageModelHook(ClassyHook):
 
     @torch.no_grad()
     def update(self, task: Any) -> None:
-        """One EMA update from the model's current weights (what `on_step` does on optimizer steps)."""
+        """One EMA update from the model's current weights with `current_decay()` (`on_step` calls it every
+        `update_period` optimizer steps); starts a new period."""
         if self._groups is None:
             self._build_groups(task.base_model)
         assert self._groups is not None
         weight = 1.0 - self.current_decay()
         for group in self._groups:
             if group.how == "promote":  # lerp needs one dtype; add_ reads the narrower weights as they are
-                torch._foreach_mul_(group.emas, 1.0 - weight)
-                torch._foreach_add_(group.emas, group.lives, alpha=weight)
+                foreach_ops.scale_add_(group.emas, 1.0 - weight, group.lives, weight)
                 continue
             sources = group.lives
             if group.how == "fetch":
@@ -371,11 +419,12 @@ class ExponentialMovingAverageModelHook(ClassyHook):
                 # copy read at once is not), in the EMA's dtype.
                 e = group.emas[0]
                 sources = [t.to(device=e.device, dtype=e.dtype) for t in group.lives]
-            torch._foreach_lerp_(group.emas, sources, weight)
+            foreach_ops.lerp_(group.emas, sources, weight)
         int_ema, int_live = self._int_pairs
         if int_ema:
-            torch._foreach_copy_(int_ema, int_live)
+            foreach_ops.copy_(int_ema, int_live)
         self.state.num_updates += 1
+        self.state.steps_in_period = 0
 
     @torch.no_grad()
     def swap(self, task: Any) -> None:

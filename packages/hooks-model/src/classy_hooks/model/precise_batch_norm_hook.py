@@ -4,49 +4,47 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Any
+from contextlib import AbstractContextManager
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 from torch import nn
 
 from classy_hooks.core import ClassyHook, all_reduce, register_hook
 from classy_hooks.core.validation import check_bool, check_int
-from classy_hooks.model.exponential_moving_average_model_hook import ExponentialMovingAverageModelHook
+from classy_hooks.model.batch_norm import BatchNorm, is_batch_norm
 from classy_hooks.model.sharded_tensors import fsdp_modules, reshard
 
 logger = logging.getLogger(__name__)
-
-#: BatchNorm types whose statistics are recomputed (fvcore's `BN_MODULE_TYPES`).
-BN_MODULE_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
 
 #: Input layouts a rank without samples can be told about (dtype codes, dimensions after the batch one).
 _INPUT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64, torch.int64, torch.int32, torch.uint8)
 _MAX_SAMPLE_DIMS = 8
 
 
-def _mean(m: nn.modules.batchnorm._BatchNorm) -> torch.Tensor:
+def _mean(m: BatchNorm) -> torch.Tensor:
     assert m.running_mean is not None  # bn_modules keeps only layers that track statistics
     return m.running_mean
 
 
-def _var(m: nn.modules.batchnorm._BatchNorm) -> torch.Tensor:
+def _var(m: BatchNorm) -> torch.Tensor:
     assert m.running_var is not None
     return m.running_var
 
 
-def bn_modules(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
+def bn_modules(model: nn.Module) -> list[BatchNorm]:
     """BatchNorm modules in training mode that track running statistics (fvcore's `get_bn_modules`)."""
     return [
         m
         for m in model.modules()
-        if isinstance(m, BN_MODULE_TYPES) and m.training and m.track_running_stats and m.running_mean is not None
+        if is_batch_norm(m) and m.training and m.track_running_stats and m.running_mean is not None
     ]
 
 
 class _Sums:
     """Per-layer sums over this rank's batches: N, N*mean and N*E[x^2] (float64)."""
 
-    def __init__(self, layers: Sequence[nn.modules.batchnorm._BatchNorm]) -> None:
+    def __init__(self, layers: Sequence[BatchNorm]) -> None:
         self.count = torch.zeros(len(layers), dtype=torch.float64)
         self.mean = [torch.zeros(m.num_features, dtype=torch.float64, device=_mean(m).device) for m in layers]
         self.square = [torch.zeros(m.num_features, dtype=torch.float64, device=_mean(m).device) for m in layers]
@@ -90,7 +88,7 @@ def _agree_on_forwards(chunks: Sequence[torch.Tensor]) -> tuple[int, torch.Tenso
 
 @torch.no_grad()
 def _accumulate(
-    model: nn.Module, layers: Sequence[nn.modules.batchnorm._BatchNorm], inputs: Iterable[tuple[torch.Tensor, bool]]
+    model: nn.Module, layers: Sequence[BatchNorm], inputs: Iterable[tuple[torch.Tensor, bool]]
 ) -> _Sums:
     """Run `model` on `inputs` with momentum 1 and sum each BN layer's batch statistics (no reduction).
 
@@ -137,7 +135,7 @@ def _accumulate(
 
 
 @torch.no_grad()
-def _write(layers: Sequence[nn.modules.batchnorm._BatchNorm], sums: _Sums) -> None:
+def _write(layers: Sequence[BatchNorm], sums: _Sums) -> None:
     """Set running_mean / running_var (in place) to the population statistics of the summed batches."""
     for i, m in enumerate(layers):
         n = float(sums.count[i])
@@ -147,6 +145,20 @@ def _write(layers: Sequence[nn.modules.batchnorm._BatchNorm], sums: _Sums) -> No
         var = (sums.square[i] / n - mean * mean).clamp_(min=0)
         _mean(m).copy_(mean)
         _var(m).copy_(var)
+
+
+@runtime_checkable
+class AveragedWeights(Protocol):
+    """What precise BatchNorm needs of a hook that keeps averaged weights (ExponentialMovingAverageModelHook)."""
+
+    def averages_bn_statistics(self) -> bool:
+        """True when the averaged copy holds BatchNorm statistics that should be recomputed too."""
+
+    def holds_averaged_weights(self) -> bool:
+        """True while the model holds the averaged weights instead of the training weights."""
+
+    def averaged_weights_in(self, task: Any) -> AbstractContextManager[None]:
+        """A context in which the model holds the averaged weights; what is written there stays in them."""
 
 
 def _rng_devices() -> list[int]:
@@ -181,12 +193,14 @@ class PreciseBatchNormHook(ClassyHook):
     deadlock. On FSDP2-sharded models the forwards all-gather the weights as usual; BatchNorm
     buffers are plain tensors on every rank and end identical; the modules are resharded afterwards.
 
-    With ExponentialMovingAverageModelHook (found in the optional `task.hooks`, tracking BN
-    buffers, task `ema` not False): the statistics are recomputed twice on the same samples: for
-    the training weights (into the model) and for the EMA weights (into the EMA copy, which test
-    phases evaluate). Neither hook acts on the other's statistics in any other way, so the result
-    does not depend on the order in which the two hooks are listed. Without `task.hooks` the EMA
-    copy keeps its averaged statistics.
+    With an EMA (a hook in the optional `task.hooks` that offers averaged weights, e.g.
+    ExponentialMovingAverageModelHook tracking BN buffers; task `ema` not False): the statistics
+    are recomputed twice on the same samples: for the training weights (into the model) and for
+    the EMA weights (into the EMA copy, which test phases evaluate). It uses only the EMA's public
+    interface (`AveragedWeights`: `averages_bn_statistics()`, `holds_averaged_weights()`,
+    `averaged_weights_in(task)`), so any hook that offers it is served alike. Neither hook acts on
+    the other's statistics in any other way, so the result does not depend on the order in which
+    the two hooks are listed. Without `task.hooks` the EMA copy keeps its averaged statistics.
 
     Reads: `task.base_model`, `task.train`, `task.dataloader` (loader mode) or `task.last_batch`
     (cache mode), optional `task.hooks`, `task.ema`.
@@ -252,16 +266,14 @@ class PreciseBatchNormHook(ClassyHook):
         self.last_num_samples = sum(int(c.shape[0]) for c in chunks)
         return chunks
 
-    def _ema_hooks(self, task: Any) -> list[ExponentialMovingAverageModelHook]:
+    def _ema_hooks(self, task: Any) -> list[AveragedWeights]:
+        """The hooks whose averaged weights (with BatchNorm statistics) get statistics of their own."""
         if not getattr(task, "ema", True):
             return []
         return [
             h
             for h in getattr(task, "hooks", None) or ()
-            if isinstance(h, ExponentialMovingAverageModelHook)
-            and h.consider_bn_buffers
-            and h.state.ema_state
-            and not h.state.swapped
+            if isinstance(h, AveragedWeights) and h.averages_bn_statistics() and not h.holds_averaged_weights()
         ]
 
     def update_stats(self, task: Any) -> None:
@@ -278,22 +290,16 @@ class PreciseBatchNormHook(ClassyHook):
             sums = [_accumulate(model, layers, inputs)]
             ema_hooks = self._ema_hooks(task)
             for hook in ema_hooks:
-                hook.swap(task)
-                try:
+                with hook.averaged_weights_in(task):
                     sums.append(_accumulate(model, layers, inputs))
-                finally:
-                    hook.swap(task)
             reshard(fsdp_modules(model))  # no-grad forwards leave FSDP2's root unsharded
         flat = all_reduce(torch.cat([s.flat() for s in sums]), "sum")
         size = flat.numel() // len(sums)
         for i, s in enumerate(sums):
             s.load_flat(flat[i * size : (i + 1) * size])
         for hook, s in zip(ema_hooks, sums[1:]):
-            hook.swap(task)
-            try:
+            with hook.averaged_weights_in(task):
                 _write(layers, s)
-            finally:
-                hook.swap(task)
         _write(layers, sums[0])
         logger.info(
             "%s: recomputed statistics of %d BatchNorm layers from %d samples per replica%s.",

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from package_index import built_distributions, package_index  # noqa: F401 - session fixtures for every test
+from s3_server import s3_bucket, s3_server  # noqa: F401 - a real S3-compatible server (moto) for fsspec URL tests
 from visdom_server import VisdomServer
 
 

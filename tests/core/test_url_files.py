@@ -177,3 +177,4 @@ def test_local_paths_never_import_fsspec(tmp_path: Path) -> None:
 
 def test_missing_extra_error_is_an_import_error() -> None:
     assert issubclass(MissingExtraError, ImportError)
+

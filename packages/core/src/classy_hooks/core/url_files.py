@@ -89,6 +89,8 @@ def is_object_store(fs: Any) -> bool:
 def ensure_writable_url_folder(hook: str, arg: str, url: str) -> str:
     """Check that the folder `url` can hold new files (creating it where folders exist); return it without a final `/`.
 
+    On object stores the bucket must exist: it is never created, so a mistyped bucket name is an error here.
+
     Writes and deletes a small probe file, so missing credentials, a missing bucket or a read-only store are
     reported now, naming the hook and the argument, not at the first save.
     """
@@ -97,7 +99,8 @@ def ensure_writable_url_folder(hook: str, arg: str, url: str) -> str:
     try:
         if fs.isfile(path):
             raise HookConfigError(f"{hook}: argument '{arg}' = {url!r} is a file, not a folder. Pass a folder URL.")
-        fs.makedirs(path, exist_ok=True)
+        if not is_object_store(fs):  # object stores have no folders; and a typo must not create a bucket
+            fs.makedirs(path, exist_ok=True)
         probe = f"{path.rstrip('/')}/{PROBE_PREFIX}{secrets.token_hex(8)}"
         fs.pipe_file(probe, b"")
         fs.rm_file(probe)

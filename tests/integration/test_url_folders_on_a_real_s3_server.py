@@ -1,0 +1,38 @@
+"""Folders given as s3:// URLs on a real S3-compatible server (moto_server on 127.0.0.1, through s3fs).
+
+Checkpoints written there resume bit-identically; CSV predictions and exported models land there whole; a
+failed write uploads nothing; a missing bucket is reported before training.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from classy_hooks.core import HookConfigError
+from classy_hooks.core.files import atomic_write, ensure_writable_folder
+from classy_hooks.core.url_files import join, list_url_folder, open_url, url_exists
+
+
+def test_s3_folder_on_a_real_server_is_checked_written_whole_and_read_back(s3_bucket: str, tmp_path: Path) -> None:
+    folder = ensure_writable_folder("CheckpointHook", "checkpoint_folder", f"{s3_bucket}/run/")
+    assert folder == f"{s3_bucket}/run"
+    target = join(folder, "checkpoint.torch")
+    with pytest.raises(RuntimeError), atomic_write(target) as handle:
+        handle.write(b"half")
+        raise RuntimeError("crash mid-write")
+    assert not url_exists(target)  # nothing uploaded by a failed write
+    big = os.urandom(6 << 20)  # above s3fs's 5 MiB block: the multipart path
+    with atomic_write(target) as handle:
+        handle.write(big)
+    with open_url(target) as reader:
+        assert reader.read() == big
+    assert list_url_folder(folder) == ["checkpoint.torch"]  # no temp object and no probe left
+
+
+def test_s3_bucket_that_does_not_exist_is_reported_in_on_start_terms(s3_bucket: str) -> None:
+    with pytest.raises(HookConfigError, match=r"OutputCSVHook: argument 'folder' = 's3://no-such-bucket-x/p' is not "
+                       r"writable .*Check the URL, that the bucket exists"):
+        ensure_writable_folder("OutputCSVHook", "folder", "s3://no-such-bucket-x/p")

@@ -1,4 +1,6 @@
 """EMA update on a torchvision ResNet-50 (CPU): the hook vs a Python loop, two-pass foreach and one lerp;
+the per-step cost with `update_period=k` (k optimizer steps / k) vs the same floor and vs torch's
+`AveragedModel` with an EMA `multi_avg_fn` updated every k steps (what Lightning's EMA callback runs);
 then the same model FSDP2-sharded on 2 gloo ranks under torchrun: the hook vs one lerp on the local shards.
 
 Run: .venv/bin/python tools/bench/bench_ema.py [--repeats 30] [--no-sharded]
@@ -24,6 +26,7 @@ from types import SimpleNamespace
 
 import torch
 import torchvision
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from classy_hooks.model import ExponentialMovingAverageModelHook
 from classy_hooks.model.exponential_moving_average_model_hook import tracked_tensors
@@ -188,8 +191,44 @@ def main() -> None:
         f"hook memory: {held / tracked_bytes:.2f} model copies (after a swap: {held_swapped / tracked_bytes:.2f}; "
         f"distinct storages model+hook: {len(storages)} = 2 x {len(named)})"
     )
+    task.train = True
+    hook.on_phase_start(task)
+    bench_update_period(model, lerp_floor, args.repeats)
     if not args.no_sharded:
         run_sharded(args.repeats)
+
+
+PERIODS = (1, 2, 4, 8)
+
+
+def bench_update_period(model: torch.nn.Module, lerp_floor: Callable[[], None], repeats: int) -> None:
+    """Per optimizer step: the hook's k `on_step` calls (one update) / k, and torch's AveragedModel every k steps."""
+    task = SimpleNamespace(base_model=model, train=True, is_optimizer_step=True)
+    methods: dict[str, Callable[[], None]] = {"one torch._foreach_lerp_ (floor)": lerp_floor}
+    for k in PERIODS:
+        hook = ExponentialMovingAverageModelHook(DECAY, device="cpu", update_period=k)
+        hook.on_start(task)
+        averaged = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(DECAY**k), use_buffers=True)
+        averaged.update_parameters(model)  # the first call only copies
+
+        def k_steps(hook: ExponentialMovingAverageModelHook = hook, k: int = k) -> None:
+            for _ in range(k):
+                hook.on_step(task)
+
+        def peer(averaged: AveragedModel = averaged) -> None:
+            averaged.update_parameters(model)  # once per k steps; the k - 1 other steps do nothing
+
+        methods[f"hook, update_period={k}"] = k_steps
+        methods[f"AveragedModel EMA every {k} steps"] = peer
+    medians = interleaved_medians(methods, repeats)
+    floor = medians.pop("one torch._foreach_lerp_ (floor)")
+    print(f"update_period: EMA cost per optimizer step (median of {repeats}; floor: one lerp {floor * 1e3:.2f} ms)")
+    for k in PERIODS:
+        ours, theirs = medians[f"hook, update_period={k}"] / k, medians[f"AveragedModel EMA every {k} steps"] / k
+        print(
+            f"  k={k}:  hook {ours * 1e3:7.2f} ms = {ours / floor:5.3f}x one lerp ({ours * k / floor:4.2f}x per update)"
+            f"   AveragedModel {theirs * 1e3:7.2f} ms = {theirs / floor:5.3f}x   hook/peer {ours / theirs:4.2f}"
+        )
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ import pytest
 from classy_hooks.core import HookConfigError
 from classy_hooks.core.files import atomic_write, ensure_writable_folder
 from classy_hooks.core.url_files import join, list_url_folder, open_url, url_exists
+from helpers import make_task
 
 
 def test_s3_folder_on_a_real_server_is_checked_written_whole_and_read_back(s3_bucket: str, tmp_path: Path) -> None:
@@ -36,3 +37,26 @@ def test_s3_bucket_that_does_not_exist_is_reported_in_on_start_terms(s3_bucket: 
     with pytest.raises(HookConfigError, match=r"OutputCSVHook: argument 'folder' = 's3://no-such-bucket-x/p' is not "
                        r"writable .*Check the URL, that the bucket exists"):
         ensure_writable_folder("OutputCSVHook", "folder", "s3://no-such-bucket-x/p")
+
+
+@pytest.mark.slow
+def test_exported_models_land_in_s3_whole_and_load(s3_bucket: str, tmp_path: Path) -> None:
+    import torch
+
+    from classy_hooks.export import TorchExportHook, TorchscriptHook
+
+    folder = f"{s3_bucket}/export"
+    task = make_task([TorchscriptHook(folder), TorchExportHook(folder)], num_epochs=1)
+    task.run()
+    assert list_url_folder(folder) == ["exported_program.pt2", "torchscript.pt"]
+    sample = torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        expected = task.base_model.eval()(sample)
+    local = tmp_path / "torchscript.pt"
+    with open_url(join(folder, "torchscript.pt")) as remote:
+        local.write_bytes(remote.read())
+    torch.testing.assert_close(torch.jit.load(str(local))(sample), expected)
+    with open_url(join(folder, "exported_program.pt2")) as remote:
+        (tmp_path / "exported_program.pt2").write_bytes(remote.read())
+    program = torch.export.load(str(tmp_path / "exported_program.pt2"))
+    torch.testing.assert_close(program.module()(sample), expected)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import os
 import re
 from collections.abc import Mapping, Sequence
 from typing import IO, Any, ClassVar
@@ -19,6 +18,7 @@ from torch.utils import _pytree as pytree
 from classy_hooks.core import ClassyHook, TaskContractError, is_primary
 from classy_hooks.core.files import atomic_write, ensure_writable_folder
 from classy_hooks.core.module_modes import eval_mode
+from classy_hooks.core.url_files import join
 from classy_hooks.core.validation import check_str, config_error
 from classy_hooks.core.wrapped_models import unwrap_model
 
@@ -258,7 +258,7 @@ class ModelExportHookBase(ClassyHook):
         self.folder = check_str(self.name(), folder_arg, folder)
         self._folder_arg = folder_arg
         self.device = check_device(self.name(), device)
-        self.output_path = os.path.join(folder, self.file_name)
+        self.output_path = join(folder, self.file_name)  # folder may be an fsspec URL (uploaded whole)
 
     on_phase_start = ClassyHook._noop
     on_step = ClassyHook._noop

@@ -95,10 +95,11 @@ def test_per_phase_files_are_replaced_not_left_stale(tmp_path: Path) -> None:
 def test_period_counter_is_state_and_survives_a_resume(tmp_path: Path) -> None:
     hook = CheckpointHook(str(tmp_path), checkpoint_period=2)
     make_task([hook], num_epochs=3).run()  # train phases 0, 2, 4: the second one saves
-    assert hook.get_classy_state() == {"phase_counter": 3}
+    expected = {"phase_counter": 3, "optimizer_steps": 0, "written": ["model_phase-2_end.torch"], "to_remove": []}
+    assert hook.get_classy_state() == expected
     assert sorted(os.listdir(tmp_path)) == ["checkpoint.torch", "model_phase-2_end.torch"]
     saved = load_checkpoint(tmp_path)["classy_state_dict"]["hooks"]["CheckpointHook"]
-    assert saved == {"phase_counter": 2}
+    assert saved == {**expected, "phase_counter": 2}
     resumed = CheckpointHook(str(tmp_path / "resumed"), checkpoint_period=2)
     resumed.set_classy_state({"phase_counter": 3})
     task = make_task([resumed], num_epochs=3)

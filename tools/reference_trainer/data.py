@@ -48,6 +48,20 @@ class SyntheticImages(Dataset):
         return {"input": self.inputs[index], "target": self.targets[index], "id": self.ids[index]}
 
 
+class SkipSampler(Sampler[int]):
+    """The indices of `sampler` after the first `skip` of them: a phase resumed after the batches already done."""
+
+    def __init__(self, sampler: Sampler[int], skip: int) -> None:
+        self.sampler = sampler
+        self.skip = skip
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(list(self.sampler)[self.skip :])
+
+    def __len__(self) -> int:
+        return max(len(self.sampler) - self.skip, 0)  # type: ignore[arg-type]
+
+
 class ShardSampler(Sampler[int]):
     """Every `world_size`-th index from `rank`, no padding: each sample is seen by exactly one rank."""
 
@@ -62,9 +76,22 @@ class ShardSampler(Sampler[int]):
 
 
 def build_loader(
-    dataset: SyntheticImages, *, train: bool, batch_size: int, rank: int, world_size: int, seed: int, epoch: int
+    dataset: SyntheticImages,
+    *,
+    train: bool,
+    batch_size: int,
+    rank: int,
+    world_size: int,
+    seed: int,
+    epoch: int,
+    skip_batches: int = 0,
 ) -> DataLoader[Any]:
-    """Train: shuffled per epoch (DistributedSampler, seeded, same order on resume). Test: unpadded shard."""
+    """Train: shuffled per epoch (DistributedSampler, seeded, same order on resume). Test: unpadded shard.
+
+    `skip_batches`: start after that many batches of the epoch (a mid-phase resume: the data position).
+    The loader has a generator of its own, so iterating it never draws from torch's global RNG
+    (whose state a checkpoint restores).
+    """
     sampler: Sampler[int]
     if train:
         dist_sampler = DistributedSampler(
@@ -74,7 +101,12 @@ def build_loader(
         sampler = dist_sampler
     else:
         sampler = ShardSampler(len(dataset), rank, world_size)
-    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, drop_last=train, num_workers=0)
+    if skip_batches:
+        sampler = SkipSampler(sampler, skip_batches * batch_size)
+    generator = torch.Generator().manual_seed(seed * 1000 + epoch)
+    return DataLoader(
+        dataset, batch_size=batch_size, sampler=sampler, drop_last=train, num_workers=0, generator=generator
+    )
 
 
 def batches_per_epoch(num_samples: int, batch_size: int, world_size: int) -> int:

@@ -31,6 +31,7 @@ from classy_hooks.core import (
     registered_hook_names,
     set_hooks_state,
 )
+from classy_hooks.core.task import DATA_POSITION_KEY
 from reference_trainer.data import SyntheticImages, batches_per_epoch, build_loader
 from reference_trainer.meters import AccuracyMeter
 from reference_trainer.models import build_model
@@ -128,6 +129,9 @@ class ReferenceTask:
         self.is_optimizer_step = True
         self.perf_log: list[dict[str, Any]] = []
         self.dataloader: Any = None
+        self.batches_done = 0  # batches of the current phase done (the data position)
+        self._skipped_batches = 0  # batches of the current phase done before this process resumed it
+        self._resume_position: dict[str, Any] | None = None  # set by set_classy_state from a mid-phase checkpoint
         self.model: nn.Module = self.base_model
         self._distributed_wrapped = False
 
@@ -169,7 +173,7 @@ class ReferenceTask:
 
     @property
     def num_batches_per_phase(self) -> int:
-        return len(self.dataloader) if self.dataloader is not None else 0
+        return len(self.dataloader) + self._skipped_batches if self.dataloader is not None else 0
 
     @property
     def where(self) -> float:
@@ -206,8 +210,32 @@ class ReferenceTask:
         }
         return copy.deepcopy(state) if deep_copy else state
 
+    def get_data_position(self) -> dict[str, Any]:
+        """Where the current train phase is, for a mid-phase checkpoint (the optional task contract,
+        `classy_hooks.core.task.DATA_POSITION_KEY`).
+
+        A collective under torch.distributed (CheckpointHook calls it on every rank at the same
+        optimizer step): each rank's partial losses and meter counts are gathered, since the
+        checkpoint holds the primary rank's state only. The data order itself is a function of the
+        seed and epoch, so the batch count is the whole position. Gradients are never pending here:
+        checkpoints are taken right after optimizer steps.
+        """
+        local = {
+            "losses": torch.stack(self.losses) if self.losses else torch.zeros(0),
+            "meters": [m.get_classy_state() for m in self.meters],
+        }
+        ranks = [local]
+        if dist.is_initialized() and get_world_size() > 1:
+            ranks = [None] * get_world_size()
+            dist.all_gather_object(ranks, local)
+        return {"batches": self.batches_done, "phase_idx": self.phase_idx, "ranks": ranks}
+
     def set_classy_state(self, state: Mapping[str, Any]) -> None:
-        """Restore a state from `get_classy_state` (call before `run`, i.e. before `on_start`)."""
+        """Restore a state from `get_classy_state` (call before `run`, i.e. before `on_start`).
+
+        A mid-phase checkpoint (with `DATA_POSITION_KEY`) makes `run` continue that phase after the
+        batches already done, with this rank's partial losses and meters, instead of starting the next.
+        """
         self.train = state["train"]
         model_state = plain_state_dict(state["base_model"])  # also old `_orig_mod.` / `module.` keys
         if self.fsdp and not any(type(v).__name__ == "DTensor" for v in model_state.values()):
@@ -225,6 +253,16 @@ class ReferenceTask:
         set_hooks_state(self.hooks, state.get("hooks", {}))
         if "rng_state" in state:
             torch.set_rng_state(state["rng_state"])
+        self._resume_position = None
+        position = state.get(DATA_POSITION_KEY)
+        if position is not None:
+            if len(position["ranks"]) != get_world_size():
+                raise ValueError(
+                    f"reference trainer: the checkpoint was taken inside phase {position['phase_idx']} on "
+                    f"{len(position['ranks'])} rank(s); resume it on as many ranks (now {get_world_size()}), or "
+                    "resume from a phase-end checkpoint (model_phase-N_end.torch), which any world size can."
+                )
+            self._resume_position = dict(position)
 
     def _load_full_state_into_shards(self, model_state: Mapping[str, Any], optimizer_state: Any) -> None:
         """FSDP2 from a single-file checkpoint (full tensors, index-keyed optimizer): each rank keeps its shard."""
@@ -257,12 +295,16 @@ class ReferenceTask:
         if dist.is_initialized():
             dist.barrier()
         call_hooks(self.hooks, ClassyHookFunctions.on_start, self)
-        while self.phase_idx + 1 < len(self.phases):
-            self._advance_phase()
+        while self._resume_position is not None or self.phase_idx + 1 < len(self.phases):
+            if self._resume_position is not None:
+                self._continue_phase(self._resume_position)  # on_phase_start is called again for it
+                self._resume_position = None
+            else:
+                self._advance_phase()
             call_hooks(self.hooks, ClassyHookFunctions.on_phase_start, self)
             start = time.perf_counter()
             fetch_start = time.perf_counter()
-            for batch_idx, batch in enumerate(self.dataloader):
+            for batch_idx, batch in enumerate(self.dataloader, start=self._skipped_batches):
                 fetch_time = time.perf_counter() - fetch_start
                 self._step(batch, batch_idx, fetch_time)
                 call_hooks(self.hooks, ClassyHookFunctions.on_step, self)
@@ -353,8 +395,20 @@ class ReferenceTask:
         self.losses = []
         for meter in self.meters:
             meter.reset()
+        self._start_loader(skip_batches=0)
+
+    def _continue_phase(self, position: Mapping[str, Any]) -> None:
+        """A mid-phase resume: the phase of `position` again, after its done batches, with this rank's partials."""
+        mine = position["ranks"][get_rank()]
+        self.losses = list(mine["losses"].unbind(0))
+        for meter, meter_state in zip(self.meters, mine["meters"]):
+            meter.set_classy_state(meter_state)
+        self._start_loader(skip_batches=int(position["batches"]))
+
+    def _start_loader(self, skip_batches: int) -> None:
         self.perf_log = []
         self.last_batch = None
+        self.batches_done = self._skipped_batches = skip_batches
         dataset = self.train_dataset if self.train else self.test_dataset
         self.dataloader = build_loader(
             dataset,
@@ -364,6 +418,7 @@ class ReferenceTask:
             world_size=get_world_size(),
             seed=self.config["seed"],
             epoch=max(self.train_phase_idx, 0),
+            skip_batches=skip_batches,
         )
         self.base_model.train(self.train)
 
@@ -381,10 +436,15 @@ class ReferenceTask:
         raise ValueError(f"reference trainer: unknown lr_schedule {schedule['name']!r}; use 'cosine' or 'constant'.")
 
     def _step(self, batch: dict[str, torch.Tensor], batch_idx: int, fetch_time: float) -> None:
+        """One batch. Gradient accumulation (`optimizer_period` P): an optimizer step every P batches and after
+        the last batch of the phase, each averaging the gradients of its own batches (the last window of a
+        phase may be shorter). No gradient is carried over a phase end, so a phase-end checkpoint is complete."""
         inputs, target = batch["input"], batch["target"]
         if self.train:
             assert self.optimizer is not None
-            if batch_idx % self.optimizer_period == 0:
+            window_start = batch_idx - batch_idx % self.optimizer_period
+            window = min(self.optimizer_period, self.num_batches_per_phase - window_start)
+            if batch_idx == window_start:
                 lr = self._lr()
                 for group in self.optimizer.param_groups:
                     group["lr"] = lr
@@ -392,8 +452,8 @@ class ReferenceTask:
             loss = self.loss_fn(output, target)
             if self.fsdp:
                 self._sync_buffers()
-            (loss / self.optimizer_period).backward()
-            self.is_optimizer_step = (batch_idx + 1) % self.optimizer_period == 0
+            (loss / window).backward()
+            self.is_optimizer_step = batch_idx + 1 == window_start + window
             if self.is_optimizer_step:
                 self.optimizer.step()
                 self.optimizer.zero_grad(set_to_none=True)
@@ -407,6 +467,7 @@ class ReferenceTask:
             for meter in self.meters:
                 meter.update(output.detach(), target)
         self.losses.append(loss.detach())
+        self.batches_done = batch_idx + 1
         self.last_batch = LastBatch(
             loss=loss.detach(),
             output=output.detach(),

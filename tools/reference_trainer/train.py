@@ -2,6 +2,9 @@
 
 python tools/train.py --config tools/configs/demo.json --run-dir runs/demo [--resume PATH]
 torchrun --nproc_per_node 2 tools/train.py --config ... --run-dir ...
+
+Exit status: 0 when training finished; `PREEMPTED_EXIT_CODE` (75) when a preemption signal stopped it
+after CheckpointHook wrote its checkpoint (`preemption_signals`): requeue the job with `--resume <folder>`.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import torch
 import torch.distributed as dist
 
 from classy_hooks.core.deprecations import JIT_DEPRECATION_MESSAGE
+from classy_hooks.core.preemption import TrainingPreempted
 from reference_trainer.task import ReferenceTask
 
 logger = logging.getLogger("reference_trainer")
@@ -105,6 +109,9 @@ def main(argv: list[str] | None = None) -> int:
         )
     try:
         task.run()
+    except TrainingPreempted as stop:
+        logger.warning("%s", stop)
+        return stop.exit_code
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()

@@ -125,7 +125,29 @@ OPTIONAL_TASK_ATTRIBUTES: Mapping[str, str] = {
     ),
     "perf_log": "list of dicts {tag, phase_idx, im_per_sec}; TensorboardPlot writes them when present.",
     "hooks": "list of ClassyHook: the task's hooks, in call order.",
+    "get_data_position": (
+        "method () -> dict of plain data: where the loop is inside the current train phase, so that a "
+        "mid-phase checkpoint resumes exactly (see DATA_POSITION_KEY). Needed by CheckpointHook's step, "
+        "time and preemption checkpoints."
+    ),
 }
+
+#: Key of a mid-phase checkpoint's `classy_state_dict` that holds `task.get_data_position()`.
+#:
+#: The contract, for loops that want checkpoints inside a phase (CheckpointHook's
+#: `checkpoint_every_n_steps`, `checkpoint_every_n_seconds`, `preemption_signals`):
+#:
+#: - The hook saves only right after an optimizer step of a train phase (`is_optimizer_step`), so
+#:   no gradient of an unfinished accumulation window is ever pending in a checkpoint.
+#: - There it calls `task.get_data_position()` on EVERY rank at the same step (so it may run
+#:   collectives, e.g. gather each rank's partial meters and losses) and stores the primary rank's
+#:   result, plain data (tensors, numbers, strings, lists, dicts), under this key next to
+#:   `task.get_classy_state()`. Phase-end checkpoints have no such key.
+#: - `task.set_classy_state(state)` with this key present must continue the same phase after the
+#:   batches already done (same data order, partial meters and losses, counters), instead of
+#:   starting the next phase. How the position is kept is the loop's business: a batch count and a
+#:   sampler offset (the reference trainer), or `torchdata`'s `StatefulDataLoader.state_dict()`.
+DATA_POSITION_KEY = "data_position"
 
 
 def is_optimizer_step(task: Any) -> bool:

@@ -20,6 +20,7 @@ import logging
 import os
 import re
 import secrets
+import shutil
 import sys
 from collections import OrderedDict
 from collections.abc import Mapping
@@ -38,8 +39,13 @@ FORMAT_VERSION_KEY = "checkpoint_format_version"
 #: File name of the latest checkpoint inside a checkpoint folder (Classy Vision's name).
 LATEST_CHECKPOINT = "checkpoint.torch"
 PHASE_CHECKPOINT = "model_phase-{phase_idx}_end.torch"
-_PHASE_RE = re.compile(r"^model_phase-(\d+)_end\.torch$")
-_TMP_RE = re.compile(r"^\.(checkpoint\.torch|model_phase-\d+_end\.torch)\..+\.tmp$")
+#: A checkpoint taken inside phase `phase_idx` after `batches` of its batches (every N steps / T seconds).
+STEP_CHECKPOINT = "model_phase-{phase_idx}_batch-{batches}.torch"
+#: The checkpoint written on a preemption signal (also inside a phase).
+PREEMPTION_CHECKPOINT = "model_phase-{phase_idx}_batch-{batches}_preempted.torch"
+#: Any named checkpoint, file (`.torch`) or sharded folder (`.dcp`): phase, batch (None at the end), preempted.
+_NAMED_RE = re.compile(r"^model_phase-(\d+)_(?:end|batch-(\d+)(_preempted)?)\.(torch|dcp)$")
+_TMP_RE = re.compile(r"^\.(checkpoint\.torch|model_phase-\d+_(end|batch-\d+(_preempted)?)\.torch)\..+\.tmp$")
 
 _LEAF_TYPES = (type(None), bool, int, float, complex, str, bytes, torch.Size, torch.dtype, torch.device)
 _KEY_TYPES = (type(None), bool, int, float, str, bytes)
@@ -52,6 +58,51 @@ class CheckpointError(RuntimeError):
 def phase_checkpoint_name(phase_idx: int) -> str:
     """File name of the checkpoint written at the end of phase `phase_idx`."""
     return PHASE_CHECKPOINT.format(phase_idx=phase_idx)
+
+
+def step_checkpoint_name(phase_idx: int, batches: int, *, preempted: bool = False) -> str:
+    """File name of a checkpoint taken in phase `phase_idx` after `batches` batches (a preemption one if asked)."""
+    return (PREEMPTION_CHECKPOINT if preempted else STEP_CHECKPOINT).format(phase_idx=phase_idx, batches=batches)
+
+
+def checkpoint_order(name: str) -> tuple[int, int, int, int] | None:
+    """Sort key of a named checkpoint (file or `.dcp` folder) in training order; None for other names.
+
+    Phase N's mid-phase checkpoints come after phase N-1's end and before phase N's end, by batch
+    count; a preemption checkpoint sorts after a step checkpoint of the same batch (same state).
+    """
+    match = _NAMED_RE.match(os.path.basename(name))
+    if match is None:
+        return None
+    phase, batches, preempted, _ = match.groups()
+    if batches is None:
+        return (int(phase), 1, 0, 0)
+    return (int(phase), 0, int(batches), int(preempted is not None))
+
+
+def remove_checkpoint(folder: str, name: str) -> bool:
+    """Delete the named checkpoint file or sharded folder in `folder`; False if it was not there.
+
+    A sharded folder is first renamed to a temporary name (which `remove_stale_sharded_temp`
+    removes at the next start), so a kill in the middle never leaves a half-deleted folder that
+    still looks complete.
+    """
+    path = os.path.join(folder, name)
+    if os.path.isdir(path):
+        doomed = os.path.join(folder, f".{name}.old.tmp")
+        shutil.rmtree(doomed, ignore_errors=True)
+        try:
+            os.replace(path, doomed)
+        except FileNotFoundError:
+            return False
+        fsync_dir(folder)
+        shutil.rmtree(doomed, ignore_errors=True)
+        return True
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        return False
+    return True
 
 
 def check_weights_only(value: Any, path: str = "checkpoint", *, allow_dtensor: bool = False) -> None:
@@ -248,14 +299,15 @@ def remove_stale_temp_files(folder: str) -> list[str]:
 
 
 def list_checkpoints(folder: str) -> list[str]:
-    """Checkpoint files in `folder`, newest first: `checkpoint.torch`, then per-phase files by phase, descending."""
-    phases = []
+    """Checkpoint files in `folder`, newest first: `checkpoint.torch`, then the phase-end, step and
+    preemption files in training order (`checkpoint_order`), latest first."""
+    named = []
     with contextlib.suppress(FileNotFoundError):
         for entry in os.scandir(folder):
-            match = _PHASE_RE.match(entry.name)
-            if match and entry.is_file():
-                phases.append((int(match.group(1)), entry.path))
-    files = [path for _, path in sorted(phases, reverse=True)]
+            order = checkpoint_order(entry.name) if entry.name.endswith(".torch") else None
+            if order is not None and entry.is_file():
+                named.append((order, entry.path))
+    files = [path for _, path in sorted(named, reverse=True)]
     latest = os.path.join(folder, LATEST_CHECKPOINT)
     return ([latest] if os.path.isfile(latest) else []) + files
 

@@ -44,7 +44,7 @@ from torch.distributed.checkpoint.state_dict_saver import AsyncSaveResponse, asy
 
 from classy_hooks.core import barrier, get_rank, is_primary, plain_state_dict
 from classy_hooks.core.files import atomic_write, fsync_dir
-from classy_hooks.model.checkpoint_io import CheckpointError, make_checkpoint
+from classy_hooks.model.checkpoint_io import CheckpointError, checkpoint_order, make_checkpoint, step_checkpoint_name
 
 logger = logging.getLogger(__name__)
 
@@ -54,8 +54,10 @@ SHARDED_CHECKPOINT = "model_phase-{phase_idx}_end.dcp"
 METADATA_FILE = ".metadata"
 #: Key of the list of paths to empty dicts, which DCP does not store (it stores leaves only).
 EMPTY_DICTS_KEY = "sharded_empty_dicts"
-_SHARDED_RE = re.compile(r"^model_phase-(\d+)_end\.dcp$")
-_SHARDED_TMP_RE = re.compile(r"^\.model_phase-\d+_end\.dcp(\.old)?\.tmp$|^\.checkpoint\.latest\..+\.tmp$")
+_SHARDED_RE = re.compile(r"^model_phase-\d+_(end|batch-\d+(_preempted)?)\.dcp$")
+_SHARDED_TMP_RE = re.compile(
+    r"^\.model_phase-\d+_(end|batch-\d+(_preempted)?)\.dcp(\.old)?\.tmp$|^\.checkpoint\.latest\..+\.tmp$"
+)
 
 
 class UnsafeCheckpointError(CheckpointError):
@@ -149,9 +151,12 @@ def _set_path(root: dict[str, Any], path: tuple[Any, ...], value: Any) -> None:
 # --- layout ---------------------------------------------------------------------------------------
 
 
-def sharded_checkpoint_name(phase_idx: int) -> str:
-    """Folder name of the sharded checkpoint written at the end of phase `phase_idx`."""
-    return SHARDED_CHECKPOINT.format(phase_idx=phase_idx)
+def sharded_checkpoint_name(phase_idx: int, batches: int | None = None, *, preempted: bool = False) -> str:
+    """Folder name of the sharded checkpoint written at the end of phase `phase_idx`, or inside it after
+    `batches` batches (a step or, with `preempted`, a preemption checkpoint)."""
+    if batches is None:
+        return SHARDED_CHECKPOINT.format(phase_idx=phase_idx)
+    return step_checkpoint_name(phase_idx, batches, preempted=preempted)[: -len(".torch")] + ".dcp"
 
 
 def is_sharded_checkpoint(path: str | os.PathLike[str]) -> bool:
@@ -168,18 +173,18 @@ def latest_sharded_checkpoint(folder: str | os.PathLike[str]) -> str | None:
     except FileNotFoundError:
         return None
     if not _SHARDED_RE.match(name):
-        raise ValueError(f"{pointer} names {name!r}, which is not a model_phase-N_end.dcp folder")
+        raise ValueError(f"{pointer} names {name!r}, which is not a model_phase-N_end.dcp (or _batch-B) folder")
     return os.path.join(os.fspath(folder), name)
 
 
 def list_sharded_checkpoints(folder: str | os.PathLike[str]) -> list[str]:
-    """Complete sharded checkpoint folders in `folder`, highest phase first."""
+    """Complete sharded checkpoint folders in `folder` (phase-end, step, preemption), latest in training order first."""
     found = []
     with contextlib.suppress(FileNotFoundError):
         for entry in os.scandir(folder):
-            match = _SHARDED_RE.match(entry.name)
-            if match and is_sharded_checkpoint(entry.path):
-                found.append((int(match.group(1)), entry.path))
+            order = checkpoint_order(entry.name) if _SHARDED_RE.match(entry.name) else None
+            if order is not None and is_sharded_checkpoint(entry.path):
+                found.append((order, entry.path))
     return [path for _, path in sorted(found, reverse=True)]
 
 

@@ -178,3 +178,22 @@ def test_local_paths_never_import_fsspec(tmp_path: Path) -> None:
 def test_missing_extra_error_is_an_import_error() -> None:
     assert issubclass(MissingExtraError, ImportError)
 
+
+
+@needs_fsspec
+@pytest.mark.parametrize("kind", ["local", "memory"])
+def test_file_helpers_treat_paths_and_urls_alike(kind: str, tmp_path: Path, memory_folder: str) -> None:
+    from classy_hooks.core.files import file_exists, list_folder, read_bytes, remove_file, sync_folder
+
+    folder = str(tmp_path / "out") if kind == "local" else memory_folder
+    folder = ensure_writable_folder("H", "folder", folder)
+    assert list_folder(folder) == []
+    with atomic_write(join(folder, "b.csv"), "wb") as handle:
+        handle.write(b"rows")
+    sync_folder(folder)
+    assert file_exists(join(folder, "b.csv")) and not file_exists(join(folder, "missing"))
+    assert read_bytes(join(folder, "b.csv")) == b"rows"
+    assert list_folder(folder) == ["b.csv"]
+    remove_file(join(folder, "b.csv"))
+    remove_file(join(folder, "b.csv"))
+    assert list_folder(folder) == [] and list_folder(join(folder, "never-made")) == []

@@ -14,7 +14,16 @@ from collections.abc import Iterator
 from typing import IO, Any
 
 from classy_hooks.core.errors import HookConfigError
-from classy_hooks.core.url_files import atomic_write_url, ensure_writable_url_folder, is_url, local_path
+from classy_hooks.core.url_files import (
+    atomic_write_url,
+    ensure_writable_url_folder,
+    is_url,
+    list_url_folder,
+    local_path,
+    open_url,
+    remove_url,
+    url_exists,
+)
 
 
 def fsync_dir(folder: str) -> None:
@@ -71,7 +80,7 @@ def ensure_writable_folder(hook: str, arg: str, folder: str, create: bool = True
     A URL is checked on its filesystem (`ensure_writable_url_folder`) and returned as given, minus a final `/`.
     """
     if is_url(folder):
-        return ensure_writable_url_folder(hook, arg, folder)
+        return ensure_writable_url_folder(hook, arg, folder, create)
     path = os.path.abspath(local_path(folder))
     if not os.path.isdir(path):
         if os.path.exists(path):
@@ -94,3 +103,42 @@ def ensure_writable_folder(hook: str, arg: str, folder: str, create: bool = True
             "Fix its permissions or pass another folder."
         ) from exc
     return path
+
+
+def file_exists(path: str) -> bool:
+    """True if the file `path` (a plain path or a URL) exists."""
+    return url_exists(path, "file") if is_url(path) else os.path.isfile(local_path(path))
+
+
+def read_bytes(path: str) -> bytes:
+    """The whole content of the file `path` (a plain path or a URL)."""
+    if is_url(path):
+        with open_url(path) as remote:
+            return bytes(remote.read())
+    with open(local_path(path), "rb") as handle:
+        return handle.read()
+
+
+def remove_file(path: str) -> None:
+    """Delete the file `path` (a plain path or a URL); no error if it is already gone."""
+    if is_url(path):
+        remove_url(path)
+        return
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(local_path(path))
+
+
+def list_folder(folder: str) -> list[str]:
+    """Sorted names of the entries in `folder` (a plain path or a URL); empty if it does not exist."""
+    if is_url(folder):
+        return list_url_folder(folder)
+    try:
+        return sorted(os.listdir(local_path(folder)))
+    except FileNotFoundError:
+        return []
+
+
+def sync_folder(folder: str) -> None:
+    """`fsync_dir` for a local folder; nothing for a URL, whose writes are durable when their upload returns."""
+    if not is_url(folder):
+        fsync_dir(os.path.abspath(local_path(folder)))

@@ -86,7 +86,7 @@ def is_object_store(fs: Any) -> bool:
     return bool(OBJECT_STORES.intersection(protocols))
 
 
-def ensure_writable_url_folder(hook: str, arg: str, url: str) -> str:
+def ensure_writable_url_folder(hook: str, arg: str, url: str, create: bool = True) -> str:
     """Check that the folder `url` can hold new files (creating it where folders exist); return it without a final `/`.
 
     On object stores the bucket must exist: it is never created, so a mistyped bucket name is an error here.
@@ -100,6 +100,8 @@ def ensure_writable_url_folder(hook: str, arg: str, url: str) -> str:
         if fs.isfile(path):
             raise HookConfigError(f"{hook}: argument '{arg}' = {url!r} is a file, not a folder. Pass a folder URL.")
         if not is_object_store(fs):  # object stores have no folders; and a typo must not create a bucket
+            if not create and not fs.isdir(path):
+                raise HookConfigError(f"{hook}: argument '{arg}' = {url!r} does not exist. Create it first.")
             fs.makedirs(path, exist_ok=True)
         probe = f"{path.rstrip('/')}/{PROBE_PREFIX}{secrets.token_hex(8)}"
         fs.pipe_file(probe, b"")

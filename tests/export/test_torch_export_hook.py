@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +16,7 @@ from torch.utils import _pytree as pytree
 from classy_hooks.core import HookConfigError, LastBatch, build_hook
 from classy_hooks.export import ExportError, TorchExportHook
 from classy_hooks.export.torch_export_hook import dynamic_batch_shapes
-from helpers import make_task
+from helpers import make_task, subprocess_env
 
 
 def run_export(hook: TorchExportHook, model: torch.nn.Module) -> torch.export.ExportedProgram:
@@ -160,3 +162,17 @@ def test_dynamic_shapes_follow_the_forward_signature(module: torch.nn.Module, ar
     program = torch.export.export(module, args, dynamic_shapes=shapes)  # torch.export accepts the structure
     bigger = pytree.tree_map(lambda v: torch.ones(5, 2) if isinstance(v, torch.Tensor) else v, args)
     torch.testing.assert_close(program.module()(*bigger), module(*bigger))
+
+
+@pytest.mark.slow
+def test_importing_the_package_loads_no_sympy():
+    """torch.fx's symbolic shapes (and sympy behind them) load only when a program is exported (issue 15)."""
+    code = (
+        "import sys, torch\n"
+        "before = set(sys.modules)\n"
+        "import classy_hooks.export\n"
+        "print(sorted(m for m in set(sys.modules) - before if m.split('.')[0] == 'sympy' or 'symbolic_shapes' in m))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=subprocess_env())
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"

@@ -8,7 +8,6 @@ from typing import IO, Any
 
 import torch
 from torch import nn
-from torch.fx.experimental.symbolic_shapes import is_concrete_int
 from torch.utils import _pytree as pytree
 
 from classy_hooks.core import register_hook
@@ -92,6 +91,10 @@ class TorchExportHook(ModelExportHookBase):
         return torch.export.load(handle).module()
 
     def _accepts_other_batch_sizes(self, exported: Any) -> bool:
+        # imported here, not at module level: symbolic_shapes pulls in sympy (~0.3 s of every
+        # `import classy_hooks.export`); by the time a program exists, torch.export has loaded it
+        from torch.fx.experimental.symbolic_shapes import is_concrete_int
+
         shape = _first_input_shape(exported)
         return bool(shape) and not is_concrete_int(shape[0])
 

@@ -60,3 +60,15 @@ def test_exported_models_land_in_s3_whole_and_load(s3_bucket: str, tmp_path: Pat
         (tmp_path / "exported_program.pt2").write_bytes(remote.read())
     program = torch.export.load(str(tmp_path / "exported_program.pt2"))
     torch.testing.assert_close(program.module()(sample), expected)
+
+
+def test_predictions_csv_lands_in_s3_whole(s3_bucket: str) -> None:
+    from classy_hooks.export import OutputCSVHook
+
+    folder = f"{s3_bucket}/predictions"
+    make_task([OutputCSVHook(folder)], num_epochs=1).run()
+    assert list_url_folder(folder) == ["predictions.csv"]
+    with open_url(join(folder, "predictions.csv"), "r") as remote:
+        lines = remote.read().splitlines()
+    assert lines[0] == "sample_id\tprediction\ttarget"
+    assert len(lines) == 1 + 64 and len({line.split("\t")[0] for line in lines[1:]}) == 64  # every test sample once

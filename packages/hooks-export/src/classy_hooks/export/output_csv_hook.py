@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
 import csv
-import glob
 import io
 import logging
-import os
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -22,8 +20,17 @@ from classy_hooks.core import (
     is_primary,
     register_hook,
 )
-from classy_hooks.core.files import atomic_write, ensure_writable_folder, fsync_dir
+from classy_hooks.core.files import (
+    atomic_write,
+    ensure_writable_folder,
+    file_exists,
+    list_folder,
+    read_bytes,
+    remove_file,
+    sync_folder,
+)
 from classy_hooks.core.shared_folder import check_shared_folder
+from classy_hooks.core.url_files import join
 from classy_hooks.core.validation import check_str, config_error
 
 logger = logging.getLogger(__name__)
@@ -31,6 +38,7 @@ logger = logging.getLogger(__name__)
 HEADER = ("sample_id", "prediction", "target")
 FILE_NAME = "predictions.csv"
 _FORBIDDEN_DELIMITERS = ("\r", "\n", '"')
+_PART_RE = re.compile(rf"^\.{re.escape(FILE_NAME)}\.phase\d+\.rank\d+\.part$")
 
 
 @register_hook("output_csv")
@@ -52,7 +60,8 @@ class OutputCSVHook(ClassyHook):
     - `on_start`: checks the task has `train`, `phase_idx` and `last_batch`; the primary rank
       creates `folder` if needed and checks it is writable; under `torch.distributed` every other
       rank then checks it can write there too (the folder must be shared by all ranks). Nothing is
-      opened in the constructor.
+      opened in the constructor. `folder` may be an fsspec URL (`s3://bucket/run`): the file is then
+      uploaded whole at each test phase end (object stores: one object write, never a partial file).
     - `on_phase_start`: empties the buffers.
     - `on_step` (test phases): reads `task.last_batch.output` (must be `(N, C)`),
       `task.last_batch.target` (or `sample["target"]`; `(N,)` class indices or `(N, C)`) and
@@ -87,7 +96,7 @@ class OutputCSVHook(ClassyHook):
                 'Pass e.g. "\\t" or ",".',
             )
         self.delimiter = delimiter
-        self.output_path = os.path.join(folder, FILE_NAME)
+        self.output_path = join(folder, FILE_NAME)  # folder may be an fsspec URL (see classy_hooks.core.url_files)
         self._ids: list[Any] = []
         self._predictions: list[torch.Tensor] = []
         self._targets: list[torch.Tensor | None] = []
@@ -101,9 +110,9 @@ class OutputCSVHook(ClassyHook):
         self.check_task(task)
         if is_primary():
             ensure_writable_folder(self.name(), "folder", self.folder)
-            for stale in glob.glob(os.path.join(glob.escape(self.folder), f".{FILE_NAME}.phase*.rank*.part")):
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(stale)
+            for stale in list_folder(self.folder):
+                if _PART_RE.match(stale):
+                    remove_file(join(self.folder, stale))
         check_shared_folder(
             self.name(),
             "folder",
@@ -196,7 +205,7 @@ class OutputCSVHook(ClassyHook):
         barrier()
         if is_primary():
             parts = [self._part_path(phase, rank) for rank in range(get_world_size())]
-            missing = [p for p in parts if not os.path.exists(p)]
+            missing = [p for p in parts if not file_exists(p)]
             if missing:
                 raise FileNotFoundError(
                     f"{self.name()}: the part files {missing} were not found after every rank wrote its part. "
@@ -205,8 +214,8 @@ class OutputCSVHook(ClassyHook):
             chunks = [self._read_part(p) for p in parts]
             self._write_final(chunks, phase)
             for path in parts:
-                os.unlink(path)
-            fsync_dir(os.path.abspath(self.folder))
+                remove_file(path)
+            sync_folder(self.folder)
 
     on_end = ClassyHook._noop
 
@@ -244,11 +253,11 @@ class OutputCSVHook(ClassyHook):
         return text.getvalue().encode("utf-8")
 
     def _read_part(self, path: str) -> list[list[Any]]:
-        with open(path, encoding="utf-8", newline="") as handle:
-            return [row for row in csv.reader(handle, delimiter=self.delimiter) if row]
+        text = io.StringIO(read_bytes(path).decode("utf-8"), newline="")
+        return [row for row in csv.reader(text, delimiter=self.delimiter) if row]
 
     def _part_path(self, phase: int, rank: int) -> str:
-        return os.path.join(self.folder, f".{FILE_NAME}.phase{phase}.rank{rank:05d}.part")
+        return join(self.folder, f".{FILE_NAME}.phase{phase}.rank{rank:05d}.part")
 
     def _write_final(self, chunks: list[list[list[Any]]], phase: int) -> None:
         """Deduplicate by id, sort by id, and atomically replace `predictions.csv`."""

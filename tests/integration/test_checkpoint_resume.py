@@ -29,7 +29,7 @@ from reference_trainer.task import ReferenceTask
 
 def _hooks(folder: Path) -> list[ClassyHook]:
     return [
-        CheckpointHook(str(folder), phase_types=["train", "test"]),  # listed first on purpose: it moves itself last
+        CheckpointHook(str(folder), phase_types=["train", "test"]),  # listed first on purpose: it declares it runs last
         ExponentialMovingAverageModelHook(0.8),
         PreciseBatchNormHook(32),
     ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -9,7 +10,8 @@ from typing import Any
 import pytest
 import torch
 
-from classy_hooks.core import ClassyHook, HookConfigError, build_hook
+from classy_hooks.core import ClassyHook, HookConfigError, build_hook, call_hooks
+from classy_hooks.core.hook_list import ordered_hooks
 from classy_hooks.model import CheckpointError, CheckpointHook, load_checkpoint
 from classy_hooks.model.checkpoint_io import CHECKPOINT_FORMAT_VERSION, FORMAT_VERSION_KEY
 from helpers import make_task
@@ -125,14 +127,22 @@ def test_state_that_would_not_load_weights_only_is_rejected_naming_the_key(tmp_p
     assert [n for n in os.listdir(tmp_path) if n.endswith(".torch") or n.endswith(".tmp")] == []
 
 
-def test_hook_moves_itself_last_so_it_saves_after_every_hook(tmp_path: Path) -> None:
+def test_hook_declares_it_runs_last_and_never_reorders_task_hooks(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     hook = CheckpointHook(str(tmp_path))
     other = _ObjectStateHook.__new__(_ObjectStateHook)
     ClassyHook.__init__(other)
+    assert ordered_hooks([hook, other]) == [other, hook]  # what call_hooks and build_hooks apply
     task = make_task([hook, other])
-    original = task.hooks
-    hook.on_start(task)
-    assert task.hooks == [other, hook] and original == [hook, other]
+    with caplog.at_level(logging.WARNING):
+        hook.on_start(task)  # as a loop iterating task.hooks itself would call it: warned, not reordered
+    assert task.hooks == [hook, other]
+    assert "CheckpointHook: the loop calls task.hooks in the order ['CheckpointHook', '_ObjectStateHook']" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        call_hooks(task.hooks, "on_start", task)  # call_hooks applies the order: nothing to warn about
+    assert "ClassyHook.order" not in caplog.text and task.hooks == [hook, other]
 
 
 def test_test_only_runs_write_nothing(tmp_path: Path) -> None:

@@ -27,7 +27,9 @@ _EXPORTS = {
     "MissingExtraError": "errors",
     "TaskContractError": "errors",
     "UnknownHookError": "errors",
+    "RUNS_LAST": "hook_list",
     "call_hooks": "hook_list",
+    "ordered_hooks": "hook_list",
     "check_hooks": "hook_list",
     "get_hooks_state": "hook_list",
     "set_hooks_state": "hook_list",
@@ -66,7 +68,15 @@ if TYPE_CHECKING:
         is_primary,
     )
     from classy_hooks.core.errors import HookConfigError, MissingExtraError, TaskContractError, UnknownHookError
-    from classy_hooks.core.hook_list import call_hooks, check_hooks, get_hooks_state, set_hooks_state, state_keys
+    from classy_hooks.core.hook_list import (
+        RUNS_LAST,
+        call_hooks,
+        check_hooks,
+        get_hooks_state,
+        ordered_hooks,
+        set_hooks_state,
+        state_keys,
+    )
     from classy_hooks.core.loop_task import LoopTask
     from classy_hooks.core.registry import (
         ENTRY_POINT_GROUP,
@@ -100,6 +110,7 @@ __all__ = [
     "HOOK_REGISTRY",
     "KNOWN_HOOKS",
     "OPTIONAL_TASK_ATTRIBUTES",
+    "RUNS_LAST",
     "ClassyHook",
     "ClassyHookFunctions",
     "ClassyHookState",
@@ -126,6 +137,7 @@ __all__ = [
     "is_distributed",
     "is_optimizer_step",
     "is_primary",
+    "ordered_hooks",
     "plain_state_dict",
     "register_hook",
     "registered_hook_names",

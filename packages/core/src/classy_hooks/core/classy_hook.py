@@ -59,6 +59,10 @@ class ClassyHook(abc.ABC):
     #: Task attributes this hook reads; `check_task` verifies them (call it from `on_start`).
     task_attributes: ClassVar[tuple[str, ...]] = ()
 
+    #: When the hook acts relative to the others: `call_hooks` and `build_hooks` run hooks in ascending
+    #: `order`, equal orders in list order. 0 by default; CheckpointHook declares `RUNS_LAST` (saves after the rest).
+    order: ClassVar[int] = 0
+
     def __init__(self) -> None:
         self.state = ClassyHookState()
 

@@ -1,8 +1,10 @@
-"""Operations on a task's list of hooks: calling an event on all of them, saving and restoring their state."""
+"""Operations on a task's list of hooks: calling an event on all of them in their declared order, checking that
+order, saving and restoring their state."""
 
 from __future__ import annotations
 
 import logging
+import threading
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -13,12 +15,53 @@ from classy_hooks.core.errors import HookConfigError
 
 logger = logging.getLogger(__name__)
 
+#: The `order` of a hook that must act after every other hook of an event (CheckpointHook: its save captures
+#: what the others did in `on_phase_end`, e.g. precise BatchNorm's statistics).
+RUNS_LAST = 100
+
+_dispatching = threading.local()  # `.active` is True while call_hooks runs an event (which applies the order)
+
+
+def _order(hook: Any) -> int:
+    return int(getattr(hook, "order", 0))
+
+
+def ordered_hooks(hooks: Sequence[ClassyHook]) -> list[ClassyHook]:
+    """`hooks` in the order they act: ascending `ClassyHook.order`, and list order among equal orders."""
+    return sorted(hooks, key=_order)
+
 
 def call_hooks(hooks: Sequence[ClassyHook], function: ClassyHookFunctions | str, task: Any) -> None:
-    """Call one hook function (e.g. `on_step`) on every hook, in list order."""
+    """Call one hook function (e.g. `on_step`) on every hook: in declared `order`, then in list order."""
     name = ClassyHookFunctions(function).value
-    for hook in hooks:
-        getattr(hook, name)(task)
+    was_active = getattr(_dispatching, "active", False)
+    _dispatching.active = True
+    try:
+        for hook in ordered_hooks(hooks):
+            getattr(hook, name)(task)
+    finally:
+        _dispatching.active = was_active
+
+
+def warn_if_out_of_order(hook: ClassyHook, hooks: Any) -> bool:
+    """Warn if a loop calls `hooks` itself (not through `call_hooks`) in an order their `order`s forbid.
+
+    For a hook whose place matters: CheckpointHook calls it from `on_start` (so once per run) with
+    `task.hooks`. Nothing is reordered: the loop owns its list. Returns True when it warned.
+    """
+    if getattr(_dispatching, "active", False) or not isinstance(hooks, (list, tuple)):
+        return False  # call_hooks applies the declared order itself; nothing known about other containers
+    if list(hooks) == ordered_hooks(hooks):
+        return False
+    names = [type(h).__name__ for h in hooks]
+    logger.warning(
+        "%s: the loop calls task.hooks in the order %s, but the hooks declare %s (ClassyHook.order). "
+        "Call hook functions with classy_hooks.core.call_hooks, or iterate ordered_hooks(hooks).",
+        hook.name(),
+        names,
+        [type(h).__name__ for h in ordered_hooks(hooks)],
+    )
+    return True
 
 
 def check_hooks(hooks: Sequence[Any]) -> list[ClassyHook]:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from classy_hooks.core.classy_hook import ClassyHook
 from classy_hooks.core.errors import HookConfigError, UnknownHookError
+from classy_hooks.core.hook_list import ordered_hooks
 
 if TYPE_CHECKING:
     from importlib.metadata import EntryPoint
@@ -153,10 +154,10 @@ def build_hook(hook_config: Mapping[str, Any]) -> ClassyHook:
 
 
 def build_hooks(hook_configs: Sequence[Mapping[str, Any]]) -> list[ClassyHook]:
-    """Build a list of hooks, one per config, in order."""
+    """Build a list of hooks, one per config, in the order they act (`ClassyHook.order`, then config order)."""
     if isinstance(hook_configs, (str, bytes, Mapping)) or not isinstance(hook_configs, Sequence):
         raise HookConfigError(f"build_hooks: expected a list of hook configs, got {type(hook_configs).__name__}.")
-    return [build_hook(config) for config in hook_configs]
+    return ordered_hooks([build_hook(config) for config in hook_configs])
 
 
 def registered_hook_names() -> list[str]:

@@ -25,6 +25,7 @@ from classy_hooks.core import (
     register_hook,
 )
 from classy_hooks.core.files import ensure_writable_folder
+from classy_hooks.core.hook_list import RUNS_LAST, warn_if_out_of_order
 from classy_hooks.core.preemption import TrainingPreempted
 from classy_hooks.core.task import DATA_POSITION_KEY
 from classy_hooks.core.validation import (
@@ -100,9 +101,10 @@ class CheckpointHook(ClassyHook):
     optional `task.test_only` and `task.hooks`.
 
     Order: the state must be captured after every other hook has finished its `on_phase_end`
-    (precise BatchNorm changes the model there). So in `on_start` the hook moves itself to the
-    end of `task.hooks` (rebinding the attribute to a reordered list; the loop's current pass is
-    unaffected), wherever it was listed. Loops that keep their own list of hooks must put it last.
+    (precise BatchNorm changes the model there), so the hook declares `order = RUNS_LAST`:
+    `call_hooks` and `build_hooks` run it after the others wherever it was listed. It never
+    reorders `task.hooks`; a loop that calls the hooks of `task.hooks` itself, in an order that
+    puts another hook after it, gets a warning in `on_start` (call them with `call_hooks`).
 
     `non_blocking=True` (default False): the state is copied to CPU memory on the training
     thread (into the previous snapshot's memory when it fits) and written by a background
@@ -155,6 +157,7 @@ class CheckpointHook(ClassyHook):
     """
 
     task_attributes = ("phase_type", "phase_idx", "get_classy_state")
+    order = RUNS_LAST
 
     def __init__(
         self,
@@ -241,17 +244,7 @@ class CheckpointHook(ClassyHook):
             self._install_signal_handlers()
         self._resumed_from = self.state.written[-1] if self.state.written else None
         self._last_save_time = time.monotonic()
-        hooks = getattr(task, "hooks", None)
-        if isinstance(hooks, (list, tuple)) and any(h is self for h in hooks) and hooks[-1] is not self:
-            if isinstance(hooks, list):
-                task.hooks = [h for h in hooks if h is not self] + [self]
-                logger.info("%s moved to the end of task.hooks so that it saves after every other hook.", self.name())
-            else:
-                logger.warning(
-                    "%s is not the last of task.hooks, which is a tuple it cannot reorder: hooks after it act "
-                    "after the save. List it last.",
-                    self.name(),
-                )
+        warn_if_out_of_order(self, getattr(task, "hooks", None))
         if getattr(task, "test_only", False):
             return
         self._sharded_mode = self._decide_sharded(task)

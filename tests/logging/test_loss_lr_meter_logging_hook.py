@@ -6,6 +6,7 @@ import logging
 
 import pytest
 import torch
+from logging_hook_utils import EPOCH_SCHEDULE_LRS, run_epoch_schedule_loop
 
 from classy_hooks.core import HookConfigError, TaskContractError, build_hook
 from classy_hooks.logging import LossLrMeterLoggingHook
@@ -90,3 +91,16 @@ def test_small_learning_rates_stay_readable_and_every_param_group_is_shown(caplo
     hook = LossLrMeterLoggingHook()
     hook.on_phase_end(task)
     assert "loss 0.375, lr [0.1, 3e-06]" in _messages(caplog)[0]
+
+
+def test_phase_end_line_shows_the_phase_learning_rate_when_the_schedule_steps_before_phase_end(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Classy Vision's order (epoch schedule stepped before `on_phase_end`): the line is the phase's own rate."""
+    caplog.set_level(logging.INFO, logger=LOGGER)
+    run_epoch_schedule_loop([LossLrMeterLoggingHook(log_freq=4)])
+    lines = _messages(caplog)
+    synced = [m for m in lines if m.startswith("Synced meters: train")]
+    approximate = [m for m in lines if m.startswith("Approximate meters")]
+    assert [m.split("lr ")[1] for m in synced] == [f"{lr:.4g}" for lr in EPOCH_SCHEDULE_LRS]
+    assert [m.split("lr ")[1] for m in approximate] == [f"{lr:.4g}" for lr in EPOCH_SCHEDULE_LRS]

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from logging_hook_utils import PhaseRecorder, read_scalars
+from logging_hook_utils import EPOCH_SCHEDULE_LRS, PhaseRecorder, read_scalars, run_epoch_schedule_loop
 from tensorboardX import SummaryWriter
 
 from classy_hooks.core import HookConfigError, TaskContractError, build_hook
@@ -158,3 +158,17 @@ def test_each_phase_is_on_disk_when_its_phase_end_returns(tmp_path: Path) -> Non
 
     make_task([_hook(tmp_path / "tb"), ReadAfterPhase()], num_epochs=2).run()
     assert seen == [[8], [8, 16]]
+
+
+def test_learning_rate_of_a_phase_is_the_one_it_trained_with_when_the_schedule_steps_before_phase_end(
+    tmp_path: Path,
+) -> None:
+    """Classy Vision's order (epoch schedule stepped before `on_phase_end`): no shift by one phase."""
+    run_epoch_schedule_loop([_hook(tmp_path / "tb", log_period=2)])
+    scalars = read_scalars(tmp_path / "tb")
+    assert [v for _, v in scalars["LearningRate/train"]] == pytest.approx(EPOCH_SCHEDULE_LRS)
+    assert [s for s, _ in scalars["LearningRate/train"]] == [4, 8, 12]
+    # per-step points: the rate the step trained with (2 per phase of 4 steps)
+    assert [v for _, v in scalars["LearningRate/train_step"]] == pytest.approx(
+        [lr for lr in EPOCH_SCHEDULE_LRS for _ in range(2)]
+    )

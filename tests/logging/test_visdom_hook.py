@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import io
 import logging
+import socket
+import time
 from typing import Any
 
 import pytest
 import torch
-from logging_hook_utils import PhaseRecorder, VisdomServer
+from logging_hook_utils import EPOCH_SCHEDULE_LRS, PhaseRecorder, VisdomServer, run_epoch_schedule_loop
 
 from classy_hooks.core import ClassyHook, HookConfigError, build_hook
-from classy_hooks.logging import VisdomHook
+from classy_hooks.logging import VisdomHook, visdom_hook
 from helpers import free_port, make_task
 
 LOGGER = "classy_hooks.logging.visdom_hook"
@@ -119,3 +121,31 @@ def test_a_server_that_goes_away_mid_run_costs_one_warning_and_training_finishes
     warnings = [r.getMessage() for r in caplog.records if r.name == LOGGER and r.levelno == logging.WARNING]
     assert len(warnings) == 1 and "lost the Visdom server" in warnings[0]
     assert len(hook.state.metrics["loss"]["train"]) == 3  # the history is still complete
+
+
+@pytest.mark.slow
+def test_learning_rate_is_the_phase_own_when_the_schedule_steps_before_phase_end(
+    shared_visdom_server: VisdomServer,
+) -> None:
+    """Classy Vision's order (epoch schedule stepped before `on_phase_end`): no shift by one phase."""
+    hook = VisdomHook("http://127.0.0.1", shared_visdom_server.port, env="epoch_schedule")
+    run_epoch_schedule_loop([hook])
+    lr = shared_visdom_server.lines(hook.window_id("learning_rate"), "epoch_schedule")
+    assert [x for x, _ in lr["lr"]] == [0, 1, 2]
+    assert [y for _, y in lr["lr"]] == pytest.approx(EPOCH_SCHEDULE_LRS)
+
+
+def test_a_server_that_accepts_but_never_answers_is_a_clear_error_within_the_request_timeout(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Every request has a timeout (visdom sends without one): a hung server cannot block on_start or the sender."""
+    monkeypatch.setattr(visdom_hook, "REQUEST_TIMEOUT", 0.5)
+    with socket.socket() as listener:  # a real TCP server on 127.0.0.1 that accepts and then says nothing
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(4)
+        port = listener.getsockname()[1]
+        hook = VisdomHook("http://127.0.0.1", port)
+        start = time.monotonic()
+        with pytest.raises(ConnectionError, match=rf"VisdomHook: arguments 'server'/'port': .*:{port} .*ReadTimeout"):
+            hook.on_start(make_task())
+        assert time.monotonic() - start < 5.0

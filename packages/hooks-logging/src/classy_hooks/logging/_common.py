@@ -32,13 +32,51 @@ def format_number(value: float) -> str:
     return f"{value:.4g}"
 
 
-def learning_rates(task: Any) -> list[float]:
-    """The learning rate of every param group of `task.optimizer` (empty without an optimizer)."""
+def _param_groups(task: Any) -> Any:
+    """`task.optimizer.param_groups`; of an optimizer wrapper without them (Classy Vision's
+    ClassyOptimizer), those of the torch optimizer it holds as `.optimizer`."""
     optimizer = getattr(task, "optimizer", None)
     groups = getattr(optimizer, "param_groups", None)
-    if not groups:
-        return []
-    return [float(group["lr"]) for group in groups if "lr" in group]
+    if groups is None:
+        groups = getattr(getattr(optimizer, "optimizer", None), "param_groups", None)
+    return groups or []
+
+
+def learning_rates(task: Any) -> list[float]:
+    """The learning rate of every param group of `task.optimizer` (empty without an optimizer)."""
+    return [float(group["lr"]) for group in _param_groups(task) if "lr" in group]
+
+
+class PhaseLearningRates:
+    """The learning rates a train phase used: those of its latest train step.
+
+    A hook that reports rates at `on_phase_end` cannot read them there: Classy Vision's
+    ClassificationTask steps its epoch schedule before calling `on_phase_end`, so the optimizer
+    already holds the next phase's rates. Call `start` from `on_phase_start` (the rates a phase
+    without steps would have used) and `step` from `on_step`, right after the optimizer used them.
+    Tensor rates are copied on their device (no host sync per step); `rates` converts once.
+    """
+
+    def __init__(self) -> None:
+        self._rates: list[Any] | None = None
+
+    def start(self, task: Any) -> None:
+        self._rates = self._snapshot(task)
+
+    def step(self, task: Any) -> None:
+        if task.train:
+            self._rates = self._snapshot(task)
+
+    def rates(self, task: Any) -> list[float]:
+        """The phase's rates; the optimizer's current ones if neither `start` nor `step` ran."""
+        if self._rates is None:
+            return learning_rates(task)
+        return [float(rate) for rate in self._rates]
+
+    @staticmethod
+    def _snapshot(task: Any) -> list[Any]:
+        rates = [group["lr"] for group in _param_groups(task) if "lr" in group]
+        return [rate.detach().clone() if isinstance(rate, torch.Tensor) else rate for rate in rates]
 
 
 def as_float(value: Any) -> float | None:
@@ -209,10 +247,12 @@ def check_tb_writer(hook: str, tb_writer: Any, method: str) -> Any:
 def create_summary_writer(hook: str, writer_kwargs: Mapping[str, Any] | None, **defaults: Any) -> Any:
     """A tensorboardX SummaryWriter from a hook's `summary_writer` kwargs, its log dir checked first.
 
-    Each hook's event file gets its own suffix; `defaults` fill in kwargs the config did not set.
+    Each hook's event file gets its own suffix; `defaults` fill in kwargs the config did not set. A log dir that
+    is an fsspec URL gets an `UploadingSummaryWriter` (events staged locally, uploaded at every flush).
     """
     from classy_hooks.core.files import ensure_writable_folder
     from classy_hooks.core.optional import import_extra
+    from classy_hooks.core.url_files import is_url, local_path
 
     tensorboardx = import_extra("tensorboardX", hook, DISTRIBUTION, "tensorboard")
     kwargs = dict(writer_kwargs or {})
@@ -223,4 +263,12 @@ def create_summary_writer(hook: str, writer_kwargs: Mapping[str, Any] | None, **
     for key, value in defaults.items():
         if kwargs.get(key) is None:
             kwargs[key] = value
+    if logdir is not None and (is_url(logdir) or logdir != local_path(logdir)):
+        kwargs.pop("logdir", None)
+        kwargs.pop("log_dir", None)
+        if not is_url(logdir):  # file://: the plain local folder
+            return tensorboardx.SummaryWriter(logdir=local_path(logdir), **kwargs)
+        from classy_hooks.logging.uploading_summary_writer import UploadingSummaryWriter
+
+        return UploadingSummaryWriter(tensorboardx, logdir, hook, **kwargs)
     return tensorboardx.SummaryWriter(**kwargs)

@@ -9,7 +9,14 @@ import torch
 
 from classy_hooks.core import ClassyHook, is_primary, register_hook
 from classy_hooks.core.validation import check_optional_int
-from classy_hooks.logging._common import format_number, learning_rates, mean_loss, meter_values, start_sum
+from classy_hooks.logging._common import (
+    PhaseLearningRates,
+    format_number,
+    learning_rates,
+    mean_loss,
+    meter_values,
+    start_sum,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -29,7 +36,9 @@ class LossLrMeterLoggingHook(ClassyHook):
       losses and the meters the loop synced across ranks.
 
     Each line has the phase type and index, % of the phase done, the mean loss, the meters and,
-    on train phases, the learning rate of every param group (`4g` format, so 1e-05 stays 1e-05).
+    on train phases, the learning rate of every param group (`4g` format, so 1e-05 stays 1e-05):
+    at phase end those of the phase's last train step, so a loop that steps its schedule before
+    `on_phase_end` (Classy Vision's ClassificationTask) still shows the phase's own.
 
     What it reads: `task.train`, `task.phase_type`, `task.phase_idx`, `task.train_phase_idx`,
     `task.num_batches_per_phase`, `task.losses`, `task.meters`, `task.optimizer`,
@@ -53,6 +62,7 @@ class LossLrMeterLoggingHook(ClassyHook):
         self.log_freq = check_optional_int(self.name(), "log_freq", log_freq, minimum=1)
         self._loss_sum: Any = 0.0
         self._steps = 0
+        self._phase_rates = PhaseLearningRates()
 
     def on_start(self, task: Any) -> None:
         self.check_task(task)
@@ -60,11 +70,13 @@ class LossLrMeterLoggingHook(ClassyHook):
     def on_phase_start(self, task: Any) -> None:
         self._loss_sum = 0.0
         self._steps = 0
+        self._phase_rates.start(task)
 
     def on_step(self, task: Any) -> None:
         if not is_primary():
             return
         self._steps += 1
+        self._phase_rates.step(task)
         if self.log_freq is None or not task.train:
             return
         last_batch = task.last_batch
@@ -80,16 +92,16 @@ class LossLrMeterLoggingHook(ClassyHook):
                 self._loss_sum = self._loss_sum + float(loss)
         if self._steps % self.log_freq == 0:
             mean = float(self._loss_sum) / self._steps
-            self._log(task, "Approximate meters", mean, self._steps)
+            self._log(task, "Approximate meters", mean, self._steps, learning_rates(task))
 
     def on_phase_end(self, task: Any) -> None:
         if not is_primary() or not task.losses:
             return
-        self._log(task, "Synced meters", mean_loss(task.losses), self._steps)
+        self._log(task, "Synced meters", mean_loss(task.losses), self._steps, self._phase_rates.rates(task))
 
     on_end = ClassyHook._noop
 
-    def _log(self, task: Any, prefix: str, loss: float | None, steps: int) -> None:
+    def _log(self, task: Any, prefix: str, loss: float | None, steps: int, rates: list[float]) -> None:
         phase_type = task.phase_type
         if task.train:
             index = f"train phase {task.train_phase_idx}"
@@ -101,11 +113,9 @@ class LossLrMeterLoggingHook(ClassyHook):
             parts.append(f"{100.0 * steps / total:.1f}% done ({steps}/{total} batches)")
         if loss is not None:
             parts.append(f"loss {format_number(loss)}")
-        if task.train:
-            rates = learning_rates(task)
-            if rates:
-                text = format_number(rates[0]) if len(rates) == 1 else "[" + ", ".join(map(format_number, rates)) + "]"
-                parts.append(f"lr {text}")
+        if task.train and rates:
+            text = format_number(rates[0]) if len(rates) == 1 else "[" + ", ".join(map(format_number, rates)) + "]"
+            parts.append(f"lr {text}")
         for meter in task.meters:
             values = meter_values(meter)
             shown = " ".join(f"{key}={format_number(value)}" for key, value in values.items())

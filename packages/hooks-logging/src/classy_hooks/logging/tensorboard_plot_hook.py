@@ -14,6 +14,7 @@ from classy_hooks.core.optional import import_extra
 from classy_hooks.core.validation import check_int
 from classy_hooks.logging._common import (
     DISTRIBUTION,
+    PhaseLearningRates,
     as_float,
     check_summary_writer_kwargs,
     check_tb_writer,
@@ -73,7 +74,9 @@ class TensorboardPlotHook(ClassyHook):
       the loss's device (no host sync); every `log_period` iterations the primary writes
       `Losses/train_step` (mean over those iterations) and `LearningRate/train_step`.
     - `on_phase_end` (primary): `Losses/<phase>` (mean of the synced losses),
-      `LearningRate/train` (train phases; `/group_<i>` suffixes for several param groups),
+      `LearningRate/train` (train phases; `/group_<i>` suffixes for several param groups: the
+      rates of the phase's last train step, so a loop that steps its schedule before
+      `on_phase_end`, as Classy Vision's ClassificationTask does, still gets this phase's),
       `Meters/<phase>/<meter>/<key>` for every numeric meter value, `Speed/<phase>/im_per_sec`
       from the optional `task.perf_log`, `Speed/<phase>/sample_fetch_seconds` (primary's total
       data-loading time in the phase); then flushes, after waiting for tensorboardX's writer
@@ -109,6 +112,7 @@ class TensorboardPlotHook(ClassyHook):
         self._window_sum: torch.Tensor | None = None
         self._window_count = 0
         self._fetch_seconds = 0.0
+        self._phase_rates = PhaseLearningRates()
         self._failed = False
 
     @classmethod
@@ -153,6 +157,7 @@ class TensorboardPlotHook(ClassyHook):
         self._window_sum = None
         self._window_count = 0
         self._fetch_seconds = 0.0
+        self._phase_rates.start(task)
 
     def on_step(self, task: Any) -> None:
         writes = self.tb_writer is not None and is_primary()
@@ -166,6 +171,7 @@ class TensorboardPlotHook(ClassyHook):
         self.state.step = step = int(self.state.step) + 1
         if not writes:
             return
+        self._phase_rates.step(task)
         loss = last_batch.loss if last_batch is not None else None
         if isinstance(loss, torch.Tensor):
             if self._window_sum is None:
@@ -196,7 +202,7 @@ class TensorboardPlotHook(ClassyHook):
         if loss is not None:
             self._write(f"Losses/{phase}", loss, step)
         if task.train:
-            rates = learning_rates(task)
+            rates = self._phase_rates.rates(task)
             for tag, rate in zip(_lr_tags("LearningRate/train", len(rates)), rates):
                 self._write(tag, rate, step)
         for meter in task.meters:

@@ -12,7 +12,7 @@ from typing import Any, Union
 from classy_hooks.core import ClassyHook, ClassyHookState, is_primary, register_hook
 from classy_hooks.core.optional import import_extra
 from classy_hooks.core.validation import check_str, config_error
-from classy_hooks.logging._common import DISTRIBUTION, learning_rates, mean_loss, meter_values
+from classy_hooks.logging._common import DISTRIBUTION, PhaseLearningRates, mean_loss, meter_values
 
 logger = logging.getLogger(__name__)
 
@@ -29,6 +29,25 @@ INSTALL_COMMAND = (
     "python -m pip install -U 'pip>=25.3' && echo 'setuptools<82' > build-constraints.txt && "
     "pip install 'classy-hooks-logging[visdom]' --build-constraint build-constraints.txt"
 )
+
+
+def limit_request_time(session: Any, timeout: float) -> None:
+    """Give every request of `session` (a `requests.Session`) a default `timeout` in seconds.
+
+    visdom sends without a timeout, so a hung server would block the sender thread forever. This
+    uses only public APIs: visdom's `Visdom.session` and requests' transport adapters
+    (`Session.get_adapter` / `Session.mount`), subclassing the adapter the session already has.
+    """
+    for prefix in ("http://", "https://"):
+        base: Any = type(session.get_adapter(prefix))
+
+        class _TimeoutAdapter(base):  # type: ignore[misc]
+            def send(self, request: Any, **kwargs: Any) -> Any:
+                if kwargs.get("timeout") is None:
+                    kwargs["timeout"] = timeout
+                return super().send(request, **kwargs)
+
+        session.mount(prefix, _TimeoutAdapter())
 
 
 def _check_port(hook: str, port: Any) -> int:
@@ -54,7 +73,9 @@ class VisdomHook(ClassyHook):
     """Plot one point per phase for the loss, learning rates and meters on a Visdom server.
 
     Windows (one per metric, stable ids `<env>:<metric>`, so a resumed run finds them again):
-    `loss` (lines `train` and `test`), `learning_rate` (one line per param group) and
+    `loss` (lines `train` and `test`), `learning_rate` (one line per param group; the rates of
+    the phase's last train step, read in `on_step`, since a ClassificationTask has stepped its
+    schedule before `on_phase_end`) and
     `<meter>_<key>` for every numeric meter value. The x axis is the train phase index (epoch)
     the phase belongs to; train and test lines may have different lengths (e.g. a test phase
     every other epoch). Window titles end with `title_suffix`.
@@ -95,6 +116,7 @@ class VisdomHook(ClassyHook):
         self._thread: threading.Thread | None = None
         self._failed = False
         self._dropped = 0
+        self._phase_rates = PhaseLearningRates()
 
     # ---- events ------------------------------------------------------------------------------
 
@@ -110,8 +132,13 @@ class VisdomHook(ClassyHook):
         for window, lines in self.state.metrics.items():
             self._enqueue(self._redraw_job(window, {name: [list(p) for p in pts] for name, pts in lines.items()}))
 
-    on_phase_start = ClassyHook._noop
-    on_step = ClassyHook._noop
+    def on_phase_start(self, task: Any) -> None:
+        if is_primary():
+            self._phase_rates.start(task)
+
+    def on_step(self, task: Any) -> None:
+        if is_primary():
+            self._phase_rates.step(task)  # the rates this step used: on_phase_end may see the next phase's
 
     def on_phase_end(self, task: Any) -> None:
         if not is_primary() or not task.losses:
@@ -123,7 +150,7 @@ class VisdomHook(ClassyHook):
         if loss is not None:
             points.append(("loss", phase, loss))
         if task.train:
-            rates = learning_rates(task)
+            rates = self._phase_rates.rates(task)
             for i, rate in enumerate(rates):
                 points.append(("learning_rate", "lr" if len(rates) == 1 else f"group_{i}", rate))
         for meter in task.meters:
@@ -161,11 +188,6 @@ class VisdomHook(ClassyHook):
     def _connect(self) -> Any:
         visdom = import_extra("visdom", self.name(), DISTRIBUTION, "visdom", INSTALL_COMMAND)
 
-        class _Client(visdom.Visdom):  # type: ignore[misc, name-defined]
-            def _handle_post(self, url: str, data: Any = None) -> str:
-                # visdom's default has no timeout: a hung server would block the sender forever
-                return str(self.session.post(url, data=data or {}, timeout=REQUEST_TIMEOUT).text)
-
         quiet = logging.getLogger("visdom")
         level = quiet.level
         quiet.setLevel(logging.ERROR)  # visdom warns about the unused incoming socket and new sessions
@@ -175,13 +197,14 @@ class VisdomHook(ClassyHook):
                 warnings.filterwarnings(
                     "ignore", message="The 'warn' method is deprecated", category=DeprecationWarning
                 )
-                client = _Client(
+                client = visdom.Visdom(
                     server=self.server,
                     port=self.port,
                     env=self.env,
                     raise_exceptions=True,
                     use_incoming_socket=False,
                 )
+                limit_request_time(client.session, REQUEST_TIMEOUT)
             reachable = client.win_exists("__classy_hooks_probe__", env=self.env) is not None
         except Exception as exc:  # ConnectionError from visdom, requests errors, bad URLs
             raise ConnectionError(self._unreachable(f"{type(exc).__name__}: {exc}")) from exc

@@ -2,8 +2,9 @@
 
 Layout (compatible with Classy Vision): a checkpoint is a dict
 `{"input_args": ..., "classy_state_dict": task.get_classy_state(), "checkpoint_format_version": 1}`
-saved with `torch.save`. `<folder>/checkpoint.torch` is the latest one; `model_phase-<N>_end.torch`
-holds the one written at the end of phase N.
+saved with `torch.save`, with a content checksum in the zip archive comment that `load_checkpoint`
+verifies (`classy_hooks.model.checkpoint_file`). `<folder>/checkpoint.torch` is the latest one;
+`model_phase-<N>_end.torch` holds the one written at the end of phase N.
 
 Everything here loads with `torch.load(path, weights_only=True)`: tensors, numbers, strings,
 lists, tuples and dicts only. `check_weights_only` rejects anything else at save time and names the key.
@@ -16,6 +17,7 @@ Sharded checkpoints (FSDP2, DTensors; see `classy_hooks.model.sharded_checkpoint
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import re
@@ -30,6 +32,7 @@ import torch
 
 from classy_hooks.core import plain_state_dict
 from classy_hooks.core.files import fsync_dir
+from classy_hooks.model.checkpoint_file import ChecksumMismatch, verify_torch_file, write_torch_file
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +56,64 @@ _KEY_TYPES = (type(None), bool, int, float, str, bytes)
 
 class CheckpointError(RuntimeError):
     """A checkpoint is missing, truncated or corrupt, or state cannot be saved safely; names the file or key."""
+
+
+class CheckpointWriteError(CheckpointError):
+    """Writing a checkpoint failed at the disk (full, quota, I/O error...); names the folder, the bytes needed, the fix.
+
+    Nothing already written is touched: the previous checkpoint stays the latest and no partial file is left.
+    """
+
+    def __init__(self, message: str, folder: str, needed_bytes: int, free_bytes: int | None, errno: int | None):
+        super().__init__(message)
+        self.folder, self.needed_bytes, self.free_bytes, self.errno = folder, needed_bytes, free_bytes, errno
+
+    @classmethod
+    def from_os_error(cls, folder: str, error: OSError, checkpoint: Any) -> CheckpointWriteError:
+        """The error for `error`, raised while writing `checkpoint` into `folder`."""
+        needed = _tensor_bytes(checkpoint) + (1 << 20)  # the tensors plus a generous pickle and zip overhead
+        free: int | None = None
+        with contextlib.suppress(OSError):
+            stats = os.statvfs(folder)
+            free = stats.f_bavail * stats.f_frsize
+        code = errno.errorcode.get(error.errno or 0, str(error.errno))
+        if error.errno in (errno.ENOSPC, errno.EDQUOT):
+            what = "the disk is full" if error.errno == errno.ENOSPC else "the disk quota is used up"
+            fix = (
+                "Free space there, keep fewer checkpoints (CheckpointHook(keep_last=K)), or set "
+                "checkpoint_folder to a disk with room."
+            )
+        elif error.errno == errno.EIO:
+            what = "the disk reported an I/O error"
+            fix = "Check the disk (dmesg) or set checkpoint_folder to another one."
+        else:
+            what, fix = "the write failed", "Fix the cause above or set checkpoint_folder to another folder."
+        free_text = "unknown" if free is None else f"{free} bytes ({free / 1e6:.1f} MB)"
+        message = (
+            f"cannot write a checkpoint to {folder}: {what} ({code}: {error.strerror or error}). It needs about "
+            f"{needed} bytes ({needed / 1e6:.1f} MB); free there: {free_text}. The previous checkpoint is intact "
+            f"and no partial file was left. {fix}"
+        )
+        return cls(message, folder, needed, free, error.errno)
+
+
+def _tensor_bytes(value: Any) -> int:
+    """Bytes of the distinct tensor storages in a state structure (what a checkpoint of it mostly holds)."""
+    seen: dict[int, int] = {}
+
+    def walk(item: Any) -> None:
+        if isinstance(item, torch.Tensor):
+            storage = item.untyped_storage()
+            seen[storage.data_ptr()] = storage.nbytes()
+        elif isinstance(item, Mapping):
+            for child in item.values():
+                walk(child)
+        elif isinstance(item, (list, tuple, set, frozenset)):
+            for child in item:
+                walk(child)
+
+    walk(value)
+    return sum(seen.values())
 
 
 def phase_checkpoint_name(phase_idx: int) -> str:
@@ -241,24 +302,29 @@ def snapshot_to_cpu(value: Any, reuse: list[torch.Tensor] | None = None) -> Any:
 def write_checkpoint(folder: str, checkpoint: Mapping[str, Any], phase_file: str | None = None) -> str:
     """Write `checkpoint` crash-safely as `<folder>/checkpoint.torch` (and `phase_file`, if given).
 
-    The bytes go to a temporary file in `folder`, which is flushed and fsynced; the per-phase name
-    and then `checkpoint.torch` are pointed at it with `os.replace` (the per-phase name through a
-    hard link, so the data is written once; a copy where links are unsupported); the folder is
-    fsynced last. A crash at any instant leaves every name either at its previous complete file or
-    at the new complete one. Returns the path of the latest checkpoint.
+    The bytes go to a temporary file in `folder` (`torch.save` plus a content checksum, see
+    `classy_hooks.model.checkpoint_file`), which is fsynced; the per-phase name and then
+    `checkpoint.torch` are pointed at it with `os.replace` (the per-phase name through a hard link,
+    so the data is written once; a copy where links are unsupported); the folder is fsynced last.
+    A crash at any instant leaves every name either at its previous complete file or at the new
+    complete one. Returns the path of the latest checkpoint.
+
+    A failed write (a full disk, an I/O error) raises `CheckpointWriteError` naming the folder, the
+    bytes needed and the fix; the temporary file is removed and every existing checkpoint is untouched.
     """
     check_weights_only(dict(checkpoint))
-    os.makedirs(folder, exist_ok=True)
-    latest = os.path.join(folder, LATEST_CHECKPOINT)
-    # Not mkstemp: its files are private (0600); checkpoints get the usual umask-governed mode.
-    tmp = os.path.join(folder, f".{LATEST_CHECKPOINT}.{secrets.token_hex(8)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    tmp: str | None = None
     tmp_phase: str | None = None
     try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(dict(checkpoint), handle)
-            handle.flush()
-            os.fsync(handle.fileno())
+        os.makedirs(folder, exist_ok=True)
+        latest = os.path.join(folder, LATEST_CHECKPOINT)
+        # Not mkstemp: its files are private (0600); checkpoints get the usual umask-governed mode.
+        tmp = os.path.join(folder, f".{LATEST_CHECKPOINT}.{secrets.token_hex(8)}.tmp")
+        fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o666)
+        try:
+            write_torch_file(fd, dict(checkpoint))
+        finally:
+            os.close(fd)
         if phase_file is not None:
             tmp_phase = os.path.join(folder, f".{phase_file}.{os.path.basename(tmp)[1:]}")
             try:
@@ -268,13 +334,16 @@ def write_checkpoint(folder: str, checkpoint: Mapping[str, Any], phase_file: str
             os.replace(tmp_phase, os.path.join(folder, phase_file))
             tmp_phase = None
         os.replace(tmp, latest)
-    except BaseException:
+        tmp = None
+        fsync_dir(folder)
+    except BaseException as exc:
         for leftover in (tmp, tmp_phase):
             if leftover is not None:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(leftover)
+        if isinstance(exc, OSError):
+            raise CheckpointWriteError.from_os_error(folder, exc, checkpoint) from exc
         raise
-    fsync_dir(folder)
     return latest
 
 
@@ -313,20 +382,63 @@ def list_checkpoints(folder: str) -> list[str]:
 
 
 def _read(path: str, map_location: Any) -> dict[str, Any]:
+    """Verify `path`'s content checksum, then load it with `torch.load(weights_only=True)`, memory-mapped.
+
+    Memory-mapped (`mmap=True`, copy-on-write): tensors are read from the page cache when first used
+    instead of being copied into fresh memory up front, which is what makes a resume cheap; the file is
+    never written through the mapping. Its disk space stays in use while loaded tensors still map it.
+    """
     if not os.path.exists(path):
         raise CheckpointError(
             f"load_checkpoint: checkpoint {path} does not exist. "
             "Pass a checkpoint file or a folder holding checkpoint.torch."
         )
     try:
-        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+        verified = verify_torch_file(path)
+    except ChecksumMismatch as exc:
+        raise CheckpointError(
+            f"load_checkpoint: checkpoint {path} is truncated or corrupt: {exc}.{_offer_previous(path)}"
+        ) from exc
+    if not verified:
+        logger.warning(
+            "Checkpoint %s has no content checksum (written by Classy Vision, plain torch.save or classy-hooks-model "
+            "before checksums), so damage to it cannot be detected; loading it unverified.",
+            path,
+        )
+    try:
+        checkpoint = torch.load(path, map_location=map_location, weights_only=True, mmap=_is_zip(path))
     except Exception as exc:  # truncated zip, bad pickle, unsupported type: all mean "unusable file"
         raise CheckpointError(
             f"load_checkpoint: checkpoint {path} is truncated or corrupt and cannot be loaded ({type(exc).__name__}: "
-            f"{str(exc).splitlines()[0] if str(exc) else exc!r}). Use load_checkpoint(..., fallback=True) "
-            "to load the newest valid checkpoint in its folder instead."
+            f"{str(exc).splitlines()[0] if str(exc) else exc!r}).{_offer_previous(path)}"
         ) from exc
     return _checked(checkpoint, path)
+
+
+def _is_zip(path: str) -> bool:
+    """True for torch's zip format (every torch >= 1.6 save), which `torch.load(mmap=True)` needs."""
+    with open(path, "rb") as handle:
+        return handle.read(4) == b"PK\x03\x04"
+
+
+def _offer_previous(path: str) -> str:
+    """The sentence naming the newest other checkpoint in `path`'s folder (not a hard link of `path`), if any."""
+    folder = os.path.dirname(os.path.abspath(path))
+    try:
+        damaged = os.stat(path)
+    except OSError:
+        damaged = None
+    for candidate in list_checkpoints(folder):
+        try:
+            other = os.stat(candidate)
+        except OSError:
+            continue
+        if damaged is None or (other.st_ino, other.st_dev) != (damaged.st_ino, damaged.st_dev):
+            return (
+                f" The previous checkpoint is {candidate}: load it by name, or use load_checkpoint(..., "
+                "fallback=True) (resume_task too) to load the newest valid checkpoint of the folder."
+            )
+    return f" No other checkpoint is in {folder}."
 
 
 def _checked(checkpoint: Any, path: str) -> dict[str, Any]:
@@ -357,6 +469,11 @@ def load_checkpoint(
     `model_phase-N_end.torch` from the highest N down), with a warning naming the files skipped.
     Tensors are mapped to `map_location` (the CPU by default). Checkpoints of Classy Vision
     itself (no format version) load too, as long as they hold only weights-only types.
+
+    Before anything is unpickled the file's content checksum is verified (see
+    `classy_hooks.model.checkpoint_file`): a changed byte anywhere raises `CheckpointError` naming the
+    file, what failed and the previous checkpoint. Files without a checksum (Classy Vision's, earlier
+    versions') load with a warning that they cannot be verified. The file is memory-mapped (see `_read`).
 
     A sharded checkpoint (a `model_phase-N_end.dcp` folder, or a folder whose `checkpoint.latest`
     names one) is read whole in this process: DTensor shards come back as full CPU tensors and the

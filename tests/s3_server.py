@@ -82,5 +82,6 @@ def s3_bucket(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> Iterator[
     bucket = f"run-{os.urandom(4).hex()}"
     fs.mkdir(bucket)
     yield f"s3://{bucket}"
-    fs.rm(bucket, recursive=True)
+    if fs.exists(bucket):  # a test may have deleted it
+        fs.rm(bucket, recursive=True)
     fsspec.filesystem("s3").invalidate_cache()

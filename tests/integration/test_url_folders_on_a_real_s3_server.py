@@ -6,12 +6,16 @@ failed write uploads nothing; a missing bucket is reported before training.
 
 from __future__ import annotations
 
+import logging
 import os
+import re
+import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from classy_hooks.core import HookConfigError
+from classy_hooks.core import ClassyHook, HookConfigError
 from classy_hooks.core.files import atomic_write, ensure_writable_folder
 from classy_hooks.core.url_files import join, list_url_folder, open_url, url_exists
 from helpers import make_task
@@ -72,3 +76,69 @@ def test_predictions_csv_lands_in_s3_whole(s3_bucket: str) -> None:
         lines = remote.read().splitlines()
     assert lines[0] == "sample_id\tprediction\ttarget"
     assert len(lines) == 1 + 64 and len({line.split("\t")[0] for line in lines[1:]}) == 64  # every test sample once
+
+
+def test_tensorboard_events_land_in_s3_and_read_back(s3_bucket: str, tmp_path: Path) -> None:
+    from classy_hooks.core import build_hook
+    from helpers import read_scalars
+
+    logdir = f"{s3_bucket}/tensorboard"
+    make_task([build_hook({"name": "tensorboard_plot", "summary_writer": {"logdir": logdir}})]).run()
+    (name,) = list_url_folder(logdir)
+    with open_url(join(logdir, name)) as remote:
+        (tmp_path / name).write_bytes(remote.read())
+    scalars = read_scalars(tmp_path)
+    assert [step for step, _ in scalars["Losses/train"]] == [8, 16] and len(scalars["Losses/test"]) == 2
+
+
+
+
+class _BucketOutage(ClassyHook):
+    """Deletes the bucket when phase `down` starts (after every on_start check passed), recreates it at `up`."""
+
+    on_start = on_step = on_phase_end = on_end = ClassyHook._noop
+
+    def __init__(self, bucket: str, down: int, up: int | None = None) -> None:
+        super().__init__()
+        self.bucket, self.down, self.up = bucket, down, up
+
+    def on_phase_start(self, task: Any) -> None:
+        import fsspec
+
+        fs = fsspec.filesystem("s3")
+        if task.phase_idx == self.down:
+            fs.rm(self.bucket, recursive=True)
+        elif task.phase_idx == self.up:
+            fs.mkdir(self.bucket)
+
+
+def test_tensorboard_upload_failure_is_retried_then_costs_one_warning_and_keeps_the_events(
+    s3_bucket: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    from classy_hooks.core import build_hook
+
+    plot = build_hook({"name": "tensorboard_plot", "summary_writer": {"logdir": f"{s3_bucket}/tb"}})
+    task = make_task([plot, _BucketOutage(s3_bucket.removeprefix("s3://"), down=0)], num_epochs=1)
+    with caplog.at_level(logging.INFO):
+        task.run()  # training completes
+    messages = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert sum("Each later flush retries" in m for m in messages) == 1, messages  # one warning for the outage
+    (final,) = [m for m in messages if "writing to TensorBoard failed" in m]
+    staging = re.search(r"the events are kept in (\S+?)\)", final)
+    assert staging and any(n.startswith("events.out.tfevents.") for n in os.listdir(staging.group(1)))
+    shutil.rmtree(staging.group(1))
+
+
+def test_tensorboard_events_missed_during_an_outage_are_uploaded_at_the_next_flush(
+    s3_bucket: str, tmp_path: Path
+) -> None:
+    from classy_hooks.core import build_hook
+    from helpers import read_scalars
+
+    logdir = f"{s3_bucket}/tb"
+    plot = build_hook({"name": "tensorboard_plot", "summary_writer": {"logdir": logdir}})
+    make_task([plot, _BucketOutage(s3_bucket.removeprefix("s3://"), down=0, up=2)]).run()
+    (name,) = list_url_folder(logdir)
+    with open_url(join(logdir, name)) as remote:
+        (tmp_path / name).write_bytes(remote.read())
+    assert [step for step, _ in read_scalars(tmp_path)["Losses/train"]] == [8, 16]  # phase 0's point too

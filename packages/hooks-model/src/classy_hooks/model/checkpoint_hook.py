@@ -30,6 +30,7 @@ from classy_hooks.core.preemption import TrainingPreempted
 from classy_hooks.core.task import DATA_POSITION_KEY
 from classy_hooks.core.validation import (
     check_bool,
+    check_choice,
     check_float,
     check_int,
     check_optional_int,
@@ -40,16 +41,17 @@ from classy_hooks.core.validation import (
 )
 from classy_hooks.model.checkpoint_io import (
     LATEST_CHECKPOINT,
+    CheckpointWriteError,
     check_weights_only,
     holds_dtensors,
     make_checkpoint,
     phase_checkpoint_name,
     remove_checkpoint,
     remove_stale_temp_files,
-    snapshot_to_cpu,
     step_checkpoint_name,
     write_checkpoint,
 )
+from classy_hooks.model.checkpoint_writer import CheckpointWriter, StateSnapshot
 
 logger = logging.getLogger(__name__)
 
@@ -107,11 +109,17 @@ class CheckpointHook(ClassyHook):
     puts another hook after it, gets a warning in `on_start` (call them with `call_hooks`).
 
     `non_blocking=True` (default False): the state is copied to CPU memory on the training
-    thread (into the previous snapshot's memory when it fits) and written by a background
-    thread; at most one save is in flight (a new save first
+    thread (one `_foreach_copy_` into the previous snapshot's buffers) and written by a long-lived
+    background thread (`classy_hooks.model.checkpoint_writer`); at most one save is in flight (a new save first
     waits for the previous one), `on_end` waits for it, and a failed background save is raised
     at the next save or at `on_end`. The thread is not a daemon, so a save in flight when training
     fails still completes before the process exits. Call `wait()` to block until it is written.
+
+    `on_save_error` (default `"raise"`): what a save that fails at the disk (full, quota, I/O error)
+    does. Either way the previous checkpoint stays the latest, intact, and no partial file is left;
+    the error names the folder, the bytes needed and the fix. `"raise"` stops training with that
+    `CheckpointWriteError` (a run that cannot checkpoint would lose everything since its last save
+    on the next crash); `"warn"` logs it as an error and trains on, and the next save tries again.
 
     The phase counter behind `checkpoint_period` is hook state, so it survives a resume.
 
@@ -172,6 +180,7 @@ class CheckpointHook(ClassyHook):
         keep_last: Optional[int] = None,
         preemption_signals: Collection[str] = (),
         agree_every_n_steps: int = 1,
+        on_save_error: str = "raise",
     ) -> None:
         super().__init__()
         name = self.name()
@@ -202,6 +211,7 @@ class CheckpointHook(ClassyHook):
         self._signals = _signal_numbers(name, preemption_signals)
         self.preemption_signals = [signal.Signals(n).name for n in self._signals]
         self.agree_every_n_steps = check_int(name, "agree_every_n_steps", agree_every_n_steps, minimum=1)
+        self.on_save_error = check_choice(name, "on_save_error", on_save_error, ("raise", "warn"))
         self._previous_handlers: dict[int, Any] = {}
         self._signal_received = 0  # set by the signal handler (nothing else happens there)
         self._last_save_time = time.monotonic()
@@ -216,7 +226,9 @@ class CheckpointHook(ClassyHook):
         self.state.to_remove = []
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
-        self._snapshot_buffers: list[Any] = []  # CPU tensors of the last snapshot, reused by the next
+        self._snapshot = StateSnapshot()  # CPU buffers of non-blocking saves, reused by the next
+        self._writer = CheckpointWriter(lambda job: self._write_in_background(*job))
+        self._record_before_save: tuple[list[str], list[str]] = ([], [])
         self.last_stall_seconds = 0.0
 
     on_phase_start = ClassyHook._noop
@@ -402,6 +414,7 @@ class CheckpointHook(ClassyHook):
         try:
             self.wait()
         finally:
+            self._writer.close()
             if self._stager is not None:
                 self._stager.close()
                 self._stager = None
@@ -457,23 +470,24 @@ class CheckpointHook(ClassyHook):
         """
         start = time.perf_counter()
         self.wait()
+        self._record_before_save = (list(self.state.written), list(self.state.to_remove))
         self._record_written(phase_file)
         state = task.get_classy_state()
         if data_position is not None:
             state = {**state, DATA_POSITION_KEY: data_position}
         checkpoint = make_checkpoint(state, self.input_args)
         if not self.non_blocking:
-            path = write_checkpoint(self.checkpoint_folder, checkpoint, phase_file)
+            try:
+                path = write_checkpoint(self.checkpoint_folder, checkpoint, phase_file)
+            except CheckpointWriteError as exc:
+                self._save_failed(exc, "checkpoint save")
+                return
             self._prune()
             self.last_stall_seconds = time.perf_counter() - start
             logger.info("Saved checkpoint %s (phase %s)", path, getattr(task, "phase_idx", "?"))
             return
-        check_weights_only(checkpoint)  # here, so that the error names the key on the training thread
-        snapshot = snapshot_to_cpu(checkpoint, self._snapshot_buffers)
-        self._thread = threading.Thread(
-            target=self._write_in_background, args=(snapshot, phase_file), name="classy-hooks-checkpoint", daemon=False
-        )
-        self._thread.start()
+        # one walk (which also checks every value, naming a bad key here) and one copy; one long-lived writer thread
+        self._writer.submit((self._snapshot.take(checkpoint), phase_file))
         self.last_stall_seconds = time.perf_counter() - start
 
     def _write_in_background(self, checkpoint: dict[str, Any], phase_file: str | None) -> None:
@@ -518,16 +532,47 @@ class CheckpointHook(ClassyHook):
         In sharded mode a collective (every rank calls it, as `on_phase_end` and `on_end` do): a
         failure on any rank is raised on every rank, so that no rank runs on into the next save alone.
         """
+        self._writer.wait()
         if self._thread is not None:
             self._thread.join()
             self._thread = None
         if self._sharded_mode:
             self._raise_if_any_rank_failed("background save")
+        elif isinstance(self._error, CheckpointWriteError):
+            disk_error, self._error = self._error, None
+            self._save_failed(disk_error, "background checkpoint save")
         elif self._error is not None:
             error, self._error = self._error, None
             raise RuntimeError(
                 f"{self.name()}: a background checkpoint save to {self.checkpoint_folder} failed: {error}"
             ) from error
+
+    def _save_failed(self, error: CheckpointWriteError, what: str) -> None:
+        """A save failed at the disk: raise (`on_save_error="raise"`) or log it and train on ("warn").
+
+        Either way nothing is lost (the previous checkpoint stays the latest) and the checkpoints to keep
+        are as before the failed save, so `keep_last` never counts a checkpoint that does not exist.
+        """
+        self.state.written, self.state.to_remove = self._record_before_save
+        if self.on_save_error == "raise":
+            raise CheckpointWriteError(
+                f"{self.name()}: a {what} failed: {error} To train on without it, pass on_save_error='warn'.",
+                error.folder,
+                error.needed_bytes,
+                error.free_bytes,
+                error.errno,
+            ) from error
+        logger.error(
+            "%s: a %s failed: %s Training continues (on_save_error='warn'); the next save tries again.",
+            self.name(),
+            what,
+            error,
+        )
+
+    @property
+    def save_in_flight(self) -> bool:
+        """True while a non-blocking save is being written in the background."""
+        return self._writer.in_flight or (self._thread is not None and self._thread.is_alive())
 
     def _raise_if_any_rank_failed(self, what: str) -> None:
         """Sharded mode: every rank learns whether a save failed on any rank, and all raise together."""

@@ -257,48 +257,6 @@ def make_checkpoint(classy_state_dict: Mapping[str, Any], input_args: Any = None
     }
 
 
-def snapshot_to_cpu(value: Any, reuse: list[torch.Tensor] | None = None) -> Any:
-    """Copy a state structure so that later in-place training updates cannot change it.
-
-    Tensors are copied to CPU tensors (device tensors to the host); containers are rebuilt; other
-    leaves are immutable and shared. With `reuse` (a list the caller keeps between snapshots of
-    the same structure) the copies go into the previous snapshot's tensors where shapes, dtypes
-    and strides match, which saves allocating and page-faulting fresh memory on every save; the
-    caller must be done with the previous snapshot.
-    """
-    pool: list[torch.Tensor] = [] if reuse is None else reuse
-    index = 0
-
-    def copy(item: Any) -> Any:
-        nonlocal index
-        if isinstance(item, torch.Tensor):
-            source = item.detach()
-            i, index = index, index + 1
-            if i < len(pool):
-                old = pool[i]
-                if old.shape == source.shape and old.dtype == source.dtype and old.stride() == source.stride():
-                    return old.copy_(source)
-            fresh = source.to("cpu", copy=True)
-            if i < len(pool):
-                pool[i] = fresh
-            else:
-                pool.append(fresh)
-            return fresh
-        if isinstance(item, OrderedDict):
-            return OrderedDict((k, copy(v)) for k, v in item.items())
-        if isinstance(item, dict):
-            return {k: copy(v) for k, v in item.items()}
-        if isinstance(item, list):
-            return [copy(v) for v in item]
-        if isinstance(item, tuple):
-            return tuple(copy(v) for v in item)
-        return item
-
-    result = copy(value)
-    del pool[index:]
-    return result
-
-
 def write_checkpoint(folder: str, checkpoint: Mapping[str, Any], phase_file: str | None = None) -> str:
     """Write `checkpoint` crash-safely as `<folder>/checkpoint.torch` (and `phase_file`, if given).
 

@@ -1,0 +1,176 @@
+"""SIGTERM (a preemption) at random instants stops training at a step boundary with one checkpoint; the resumed
+run ends bit-identical to an uninterrupted one.
+
+- 2 gloo ranks under torchrun (preemption_worker.py): >= 20 SIGTERMs at random instants, to rank 0, rank 1 or
+  both, sometimes twice in a row (a second signal during the save); every attempt resumes from the folder
+  the way `tools/train.py --resume` does. Every round's final state equals the straight run's.
+- The command line: `tools/train.py` exits with status 75 after a SIGTERM, on one process and under
+  torchrun (SIGTERM to the torchrun agent, as a scheduler sends it), and `--resume` finishes the run
+  bit-identically.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from test_mid_phase_resume import assert_same
+
+from classy_hooks.core.preemption import PREEMPTED_EXIT_CODE
+from classy_hooks.model import load_checkpoint
+from helpers import ROOT, subprocess_env, tiny_config, torchrun_command, train_command, write_config
+
+WORKER = Path(__file__).with_name("preemption_worker.py")
+SIGNALS_UNDER_TORCHRUN = 20
+
+
+def _config(keep_last: int | None = 2, epochs: int = 6) -> dict[str, Any]:
+    hook = {
+        "name": "checkpoint",
+        "checkpoint_folder": "{run_dir}/checkpoints",
+        "preemption_signals": ["SIGTERM", "SIGUSR1"],
+        "keep_last": keep_last,
+    }
+    return tiny_config(
+        num_epochs=epochs,
+        optimizer_period=3,
+        test_phase_period=2,
+        dataset={"num_classes": 4, "image_size": 16, "train_samples": 256, "test_samples": 32, "batch_size": 4},
+        hooks=[hook, {"name": "ema_model_weights", "decay": 0.9, "device": "cpu"}],
+    )
+
+
+def _final_state(folder: Path) -> dict[str, Any]:
+    """The final checkpoint's task state, without the list of checkpoint names (preempted ones differ by name)."""
+    state = load_checkpoint(folder)["classy_state_dict"]
+    for key in ("written", "to_remove"):
+        state["hooks"]["CheckpointHook"].pop(key)
+    state["hooks"].pop("_AnnounceStart", None)  # the worker's test hook, in its rounds only
+    return state
+
+
+def _events(out: Path) -> list[str]:
+    try:
+        return (out / "events.log").read_text().splitlines()
+    except FileNotFoundError:
+        return []
+
+
+def _wait_for(out: Path, proc: subprocess.Popen[str], predicate: Any, timeout: float = 120) -> list[str]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        events = _events(out)
+        if predicate(events):
+            return events
+        assert proc.poll() is None, f"worker job ended early ({proc.returncode}): {proc.communicate()[0][-3000:]}"
+        time.sleep(0.01)
+    raise AssertionError(f"timed out; events so far: {_events(out)[-5:]}")
+
+
+@pytest.mark.slow
+def test_sigterm_at_random_instants_on_two_ranks_resumes_bit_identically(tmp_path: Path) -> None:
+    rng = random.Random(13)
+    out = tmp_path / "out"
+    out.mkdir()
+    proc = subprocess.Popen(
+        torchrun_command(WORKER, [str(out), json.dumps(_config())]),
+        env=subprocess_env(),
+        cwd=ROOT,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        _wait_for(out, proc, lambda ev: "straight done" in ev, timeout=300)
+        pids = [int((out / f"rank{r}.pid").read_text()) for r in (0, 1)]
+        preempted = 0
+        attempt = 1
+        while preempted < SIGNALS_UNDER_TORCHRUN:
+            _wait_for(out, proc, lambda ev, a=attempt: f"started {a}" in ev)
+            time.sleep(rng.uniform(0.0, 0.25))
+            targets = rng.choice([pids[:1], pids[1:], pids])
+            for pid in targets:
+                os.kill(pid, signal.SIGTERM)
+            if rng.random() < 0.3:  # a second signal while the first one's checkpoint is being written
+                time.sleep(rng.uniform(0.0, 0.01))
+                os.kill(rng.choice(pids), signal.SIGTERM)
+            events = _wait_for(
+                out,
+                proc,
+                lambda ev, a=attempt: any(e.startswith(f"preempted {a} ") for e in ev) or f"started {a + 1}" in ev,
+            )
+            preempted += any(e.startswith(f"preempted {attempt} ") for e in events)
+            attempt += 1
+        (out / "stop").touch()
+        output, _ = proc.communicate(timeout=300)
+        assert proc.returncode == 0, output[-3000:]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    events = _events(out)
+    rounds = [e for e in events if e.startswith("finished")]
+    assert sum(e.startswith("preempted") for e in events) >= SIGNALS_UNDER_TORCHRUN and rounds
+    assert all(" SIGTERM model_phase-" in e and e.endswith("_preempted.torch") for e in events if "preempted" in e)
+    straight = _final_state(out / "straight" / "checkpoints")
+    for k in range(len(rounds)):
+        folder = out / f"round-{k}" / "checkpoints"
+        assert_same(straight, _final_state(folder), f"round {k}")
+        names = sorted(p.name for p in folder.iterdir())
+        assert not [n for n in names if n.startswith(".")], names  # no temporary file is left
+        assert len([n for n in names if n.startswith("model_phase-")]) <= 3, names  # keep_last=2 (+ resumed-from)
+
+
+def _sigterm_once_then_resume(tmp_path: Path, nproc: int) -> None:
+    config = _config(keep_last=None, epochs=4)
+    config_path = write_config(tmp_path / "config.json", config)
+    straight = subprocess.run(
+        train_command(config_path, tmp_path / "straight", nproc), env=subprocess_env(), cwd=ROOT, capture_output=True
+    )
+    assert straight.returncode == 0, straight.stderr[-3000:]
+    run_dir = tmp_path / "preempted"
+    folder = run_dir / "checkpoints"
+    proc = subprocess.Popen(
+        train_command(config_path, run_dir, nproc),
+        env=subprocess_env(),
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    deadline = time.monotonic() + 300
+    while not (folder / "model_phase-0_end.torch").exists():  # training runs, with handlers installed
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[0][-3000:]
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGTERM)  # to the process (one rank) or the torchrun agent, which forwards it
+    output, _ = proc.communicate(timeout=120)
+    preempted = sorted(folder.glob("*_preempted.torch"))
+    assert len(preempted) == 1, output[-3000:]
+    assert "training preempted by SIGTERM" in output
+    if nproc == 1:
+        assert proc.returncode == PREEMPTED_EXIT_CODE, output[-3000:]
+    else:  # each rank exits with 75; torchrun reports a signal it received itself with status 1
+        assert output.count(f"exit with status {PREEMPTED_EXIT_CODE}") == 2 and proc.returncode == 1, output[-3000:]
+    resumed = subprocess.run(
+        train_command(config_path, run_dir, nproc, ["--resume", str(folder)]),
+        env=subprocess_env(),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    assert f"Resumed from {folder}" in resumed.stdout
+    assert_same(_final_state(tmp_path / "straight" / "checkpoints"), _final_state(folder))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("nproc", [1, 2])
+def test_sigterm_exits_75_and_resume_finishes_bit_identically(tmp_path: Path, nproc: int) -> None:
+    _sigterm_once_then_resume(tmp_path, nproc)

@@ -172,3 +172,45 @@ def test_learning_rate_of_a_phase_is_the_one_it_trained_with_when_the_schedule_s
     assert [v for _, v in scalars["LearningRate/train_step"]] == pytest.approx(
         [lr for lr in EPOCH_SCHEDULE_LRS for _ in range(2)]
     )
+
+
+def test_a_tensorboardx_without_the_tested_internals_falls_back_to_its_public_flush_with_one_warning(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A tensorboardX release that renamed its writer-thread internals: one warning naming its version, plots kept."""
+    import tensorboardX
+
+    from classy_hooks.logging import tensorboard_plot_hook
+
+    monkeypatch.setattr(tensorboard_plot_hook, "TENSORBOARDX_INTERNALS", ("_queue_renamed", "_worker", "_closed"))
+    monkeypatch.setattr(tensorboard_plot_hook, "_warned_versions", set())
+    caplog.set_level(logging.WARNING, logger="classy_hooks.logging")
+    make_task([_hook(tmp_path / "tb", log_period=4)], num_epochs=2).run()
+    warnings = [r.getMessage() for r in caplog.records if "cannot wait for its writer thread" in r.getMessage()]
+    assert len(warnings) == 1, warnings  # once, not at every phase end
+    assert warnings[0].startswith(f"TensorboardPlotHook: tensorboardX {tensorboardX.__version__} has no")
+    assert "tested with tensorboardX 2.6.2.2 to 2.6.5" in warnings[0] and "tensorboardX>=2.6.2.2,<2.7" in warnings[0]
+    scalars = read_scalars(tmp_path / "tb")  # on_end closed the writer: every scalar is on disk
+    assert [s for s, _ in scalars["Losses/train"]] == [8, 16]
+    assert [s for s, _ in scalars["Losses/train_step"]] == [4, 8, 12, 16]
+
+
+def test_a_torch_summary_writer_is_flushed_through_its_public_api_without_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Classy Vision passed `torch.utils.tensorboard.SummaryWriter`s: its own flush() waits, nothing private is read."""
+    from torch.utils.tensorboard import SummaryWriter as TorchSummaryWriter
+
+    seen: list[list[int]] = []
+
+    class ReadAfterPhase(PhaseRecorder):
+        def on_phase_end(self, task):  # type: ignore[no-untyped-def]
+            if task.train:
+                seen.append([s for s, _ in read_scalars(tmp_path / "tb").get("Losses/train", [])])
+
+    writer = TorchSummaryWriter(log_dir=str(tmp_path / "tb"))
+    caplog.set_level(logging.WARNING, logger="classy_hooks.logging")
+    make_task([TensorboardPlotHook(writer, log_period=4), ReadAfterPhase()], num_epochs=2).run()
+    writer.close()
+    assert seen == [[8], [8, 16]]
+    assert not [r for r in caplog.records if r.name.startswith("classy_hooks.logging")]

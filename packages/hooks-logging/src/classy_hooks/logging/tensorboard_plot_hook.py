@@ -31,6 +31,83 @@ logger = logging.getLogger(__name__)
 #: Seconds a phase end waits for tensorboardX's writer thread to take the queued events.
 FLUSH_WAIT = 5.0
 
+#: The tensorboardX releases `TensorboardXThread` was tested with: the `[tensorboard]` extra's range.
+TESTED_TENSORBOARDX = "2.6.2.2 to 2.6.5 (extra range >=2.6.2.2,<2.7)"
+
+#: The tensorboardX `EventFileWriter` internals `TensorboardXThread` reads (no public API does their job).
+TENSORBOARDX_INTERNALS = ("_event_queue", "_worker", "_closed")
+
+_warned_versions: set[str] = set()
+
+
+class TensorboardXThread:
+    """tensorboardX's writer thread seen from outside: the one place that uses tensorboardX internals.
+
+    tensorboardX queues events for a thread; its public `flush()` does not wait for that thread,
+    and a thread that died on a failed write leaves `add_scalar` blocking for ever once the queue
+    is full. No public API tells either, so this reads `EventFileWriter._event_queue` and `._worker`,
+    and sets `._closed` on a failed writer (else tensorboardX's exit handler retries the broken file).
+    On a writer without them it falls back to the public `flush()` alone: a tensorboardX outside
+    the tested range costs one warning naming its version; other writers (e.g.
+    `torch.utils.tensorboard`, whose `flush()` waits) none.
+    """
+
+    def __init__(self, hook: str, writer: Any) -> None:
+        self.hook = hook
+        self.writer = writer
+
+    def _event_writer(self) -> Any:
+        """tensorboardX's EventFileWriter with the internals above, or None (other writer, or fallback)."""
+        event_writer = getattr(getattr(self.writer, "file_writer", None), "event_writer", None)
+        if event_writer is None or type(event_writer).__module__.split(".")[0] != "tensorboardX":
+            return None
+        if all(hasattr(event_writer, name) for name in TENSORBOARDX_INTERNALS):
+            return event_writer
+        import tensorboardX  # type: ignore[import-untyped]
+
+        version = str(getattr(tensorboardX, "__version__", "unknown"))
+        if version not in _warned_versions:
+            _warned_versions.add(version)
+            logger.warning(
+                "%s: tensorboardX %s has no EventFileWriter.%s (tested with tensorboardX %s), so phase ends "
+                "cannot wait for its writer thread (a checkpoint may record a step whose scalars are not on disk "
+                "yet) and a failed event-file write is not detected. Install 'tensorboardX>=2.6.2.2,<2.7'.",
+                self.hook,
+                version,
+                "/".join(TENSORBOARDX_INTERNALS),
+                TESTED_TENSORBOARDX,
+            )
+        return None
+
+    def alive(self) -> bool:
+        """False once tensorboardX's writer thread died (a write to the event file failed)."""
+        event_writer = self._event_writer()
+        worker = getattr(event_writer, "_worker", None)
+        return worker is None or bool(worker.is_alive())
+
+    def flush(self) -> None:
+        """Every event added so far on disk: wait (at most `FLUSH_WAIT` s) until the thread took them, then flush.
+
+        A marker event (no summary: readers skip it) goes into the queue last; once the queue is
+        empty the thread has written everything before the marker.
+        """
+        event_writer = self._event_writer()
+        events = getattr(event_writer, "_event_queue", None)
+        if event_writer is not None and events is not None:
+            from tensorboardX.proto.event_pb2 import Event  # type: ignore[import-untyped]
+
+            event_writer.add_event(Event(wall_time=time.time()))
+            deadline = time.monotonic() + FLUSH_WAIT
+            while _pending(events) and time.monotonic() < deadline and self.alive():
+                time.sleep(0.0005)
+        self.writer.flush()
+
+    def mark_closed(self) -> None:
+        """Turn a failed writer's `add_event`/`flush`/`close` into no-ops, its exit handler's included."""
+        event_writer = self._event_writer()
+        if event_writer is not None:
+            event_writer._closed = True
+
 
 def _pending(events: Any) -> bool:
     """Whether a multiprocessing queue still holds events (qsize counts those not yet fed to its pipe)."""
@@ -243,11 +320,6 @@ class TensorboardPlotHook(ClassyHook):
 
     # ---- helpers -----------------------------------------------------------------------------
 
-    def _worker(self) -> Any:
-        """tensorboardX's writer thread (None for other writers or a closed one)."""
-        file_writer = getattr(self.tb_writer, "file_writer", None)
-        return getattr(getattr(file_writer, "event_writer", None), "_worker", None)
-
     def _writer_alive(self) -> bool:
         """Whether writes still reach the event file; warns once when they stopped.
 
@@ -256,8 +328,7 @@ class TensorboardPlotHook(ClassyHook):
         """
         if self._failed:
             return False
-        worker = self._worker()
-        if worker is not None and not worker.is_alive():
+        if not TensorboardXThread(self.name(), self.tb_writer).alive():
             self._writer_failed("tensorboardX's writer thread stopped after a failed write to the event file")
             return False
         return True
@@ -278,9 +349,8 @@ class TensorboardPlotHook(ClassyHook):
         """
         if not self._owns_writer:
             return
-        event_writer = getattr(getattr(self.tb_writer, "file_writer", None), "event_writer", None)
-        if self._failed and event_writer is not None and hasattr(event_writer, "_closed"):
-            event_writer._closed = True
+        if self._failed:
+            TensorboardXThread(self.name(), self.tb_writer).mark_closed()
         self.tb_writer = None
         self._owns_writer = False
 
@@ -294,21 +364,9 @@ class TensorboardPlotHook(ClassyHook):
         self.state.tail[tag] = float(value)
 
     def _flush(self) -> None:
-        """Put everything written so far on disk before a checkpoint can record this phase.
-
-        tensorboardX hands events to a writer thread through a queue, and its `flush()` does not
-        wait for that queue: wait (at most `FLUSH_WAIT` s) until the thread has taken every event.
-        """
+        """Put everything written so far on disk before a checkpoint can record this phase."""
         assert self.tb_writer is not None
-        file_writer = getattr(self.tb_writer, "file_writer", None)
-        events = getattr(getattr(file_writer, "event_writer", None), "_event_queue", None)
-        worker = self._worker()
-        if events is not None:
-            deadline = time.monotonic() + FLUSH_WAIT
-            while _pending(events) and time.monotonic() < deadline and (worker is None or worker.is_alive()):
-                time.sleep(0.0005)
-            time.sleep(0.002)  # the thread writes the event it took last
-        self.tb_writer.flush()
+        TensorboardXThread(self.name(), self.tb_writer).flush()
 
     def _create_writer(self, purge_step: int | None) -> Any:
         # tensorboardX's default queue of 10 events makes add_scalar wait on its writer thread
@@ -320,7 +378,7 @@ class TensorboardPlotHook(ClassyHook):
         tensorboardx = import_extra("tensorboardX", self.name(), DISTRIBUTION, "tensorboard")
         file_writer = getattr(self.tb_writer, "file_writer", None)
         if isinstance(self.tb_writer, tensorboardx.SummaryWriter) and file_writer is not None:
-            from tensorboardX.proto.event_pb2 import Event, SessionLog  # type: ignore[import-untyped]
+            from tensorboardX.proto.event_pb2 import Event, SessionLog
 
             file_writer.add_event(Event(step=step, session_log=SessionLog(status=SessionLog.START)))
         else:

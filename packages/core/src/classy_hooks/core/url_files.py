@@ -122,8 +122,7 @@ def upload_file(local: str, url: str, hook: str = "classy-hooks", arg: str = "pa
     if is_object_store(fs):
         fs.put_file(local, path)
         return
-    folder, name = path.rsplit("/", 1) if "/" in path else ("", path)
-    tmp = f"{folder}/.{name}.{secrets.token_hex(8)}.tmp" if folder else f".{name}.{secrets.token_hex(8)}.tmp"
+    tmp = _temp_name(path)
     fs.put_file(local, tmp)
     try:
         fs.mv(tmp, path)
@@ -131,6 +130,34 @@ def upload_file(local: str, url: str, hook: str = "classy-hooks", arg: str = "pa
         with contextlib.suppress(Exception):
             fs.rm_file(tmp)
         raise
+
+
+def copy_url(source: str, target: str, hook: str = "classy-hooks", arg: str = "path") -> None:
+    """Publish a copy of the file `source` at `target` (same filesystem), copied by the store itself.
+
+    Object stores copy server-side into one new object (S3: CopyObject, atomic for readers); filesystems that
+    rename copy to a temporary name first, then move it onto `target`.
+    """
+    fs, source_path = url_filesystem(source, hook, arg)
+    _, path = url_filesystem(target, hook, arg)
+    if is_object_store(fs):
+        fs.copy(source_path, path)
+        return
+    tmp = _temp_name(path)
+    fs.copy(source_path, tmp)
+    try:
+        fs.mv(tmp, path)
+    except BaseException:
+        with contextlib.suppress(Exception):
+            fs.rm_file(tmp)
+        raise
+
+
+def _temp_name(path: str) -> str:
+    """A temporary name beside `path`: `.<name>.<random>.tmp` in the same folder."""
+    folder, name = path.rsplit("/", 1) if "/" in path else ("", path)
+    tmp = f".{name}.{secrets.token_hex(8)}.tmp"
+    return f"{folder}/{tmp}" if folder else tmp
 
 
 @contextlib.contextmanager

@@ -4,7 +4,6 @@ preemption signals; old ones pruned to the last K."""
 from __future__ import annotations
 
 import logging
-import os
 import signal
 import threading
 import time
@@ -28,6 +27,7 @@ from classy_hooks.core.files import ensure_writable_folder
 from classy_hooks.core.hook_list import RUNS_LAST, warn_if_out_of_order
 from classy_hooks.core.preemption import TrainingPreempted
 from classy_hooks.core.task import DATA_POSITION_KEY
+from classy_hooks.core.url_files import is_url, join, local_path
 from classy_hooks.core.validation import (
     check_bool,
     check_choice,
@@ -184,7 +184,8 @@ class CheckpointHook(ClassyHook):
     ) -> None:
         super().__init__()
         name = self.name()
-        self.checkpoint_folder = check_str(name, "checkpoint_folder", checkpoint_folder)
+        # a URL (s3://...) is written through fsspec (classy_hooks.model.checkpoint_urls); file:// is the local path
+        self.checkpoint_folder = local_path(check_str(name, "checkpoint_folder", checkpoint_folder))
         if input_args is not None and not isinstance(input_args, dict):
             raise config_error(
                 name,
@@ -261,6 +262,14 @@ class CheckpointHook(ClassyHook):
             return
         self._sharded_mode = self._decide_sharded(task)
         if self._sharded_mode:
+            if is_url(self.checkpoint_folder):
+                self._restore_signal_handlers()
+                raise HookConfigError(
+                    f"{self.name()}: argument 'checkpoint_folder' = {self.checkpoint_folder!r} is a URL, but sharded "
+                    "(torch.distributed.checkpoint) checkpoints are written only to a shared file system: their "
+                    "atomic publish renames a folder, which object stores cannot do. Pass a shared local folder, or "
+                    "sharded=False for a model whose state fits in one file (single files can go to URLs)."
+                )
             if self.saves_mid_phase:
                 self._restore_signal_handlers()
                 raise HookConfigError(
@@ -278,6 +287,7 @@ class CheckpointHook(ClassyHook):
             logger.warning(
                 "%s: removed %d temporary file(s) left by an interrupted save in %s.", self.name(), len(removed), folder
             )
+        self._prune()  # removals a killed run left pending: all older than the (durable) checkpoint resumed from
 
     def _decide_sharded(self, task: Any) -> bool:
         """`sharded`, or (None) whether the task state holds DTensors on any rank; the same answer on all ranks."""
@@ -301,6 +311,7 @@ class CheckpointHook(ClassyHook):
                     len(removed),
                     folder,
                 )
+        self._prune()  # every rank: removals a killed run left pending (the primary deletes them)
         check_shared_folder(
             self.name(),
             "checkpoint_folder",
@@ -355,7 +366,7 @@ class CheckpointHook(ClassyHook):
             self._finish_preemption_save()
             signal_name = signal.Signals(signum).name
             logger.warning("%s: %s received; checkpoint %s written, stopping training.", self.name(), signal_name, name)
-            raise TrainingPreempted(signal_name, os.path.join(self.checkpoint_folder, name))
+            raise TrainingPreempted(signal_name, join(self.checkpoint_folder, name))
 
     def _finish_preemption_save(self) -> None:
         """Every rank: wait until the preemption checkpoint is durable; if it failed on any rank, all raise."""

@@ -31,7 +31,8 @@ from typing import Any
 import torch
 
 from classy_hooks.core import plain_state_dict
-from classy_hooks.core.files import fsync_dir
+from classy_hooks.core.files import file_exists, fsync_dir, list_folder, remove_file
+from classy_hooks.core.url_files import is_url, join, local_path
 from classy_hooks.model.checkpoint_file import ChecksumMismatch, verify_torch_file, write_torch_file
 
 logger = logging.getLogger(__name__)
@@ -148,6 +149,11 @@ def remove_checkpoint(folder: str, name: str) -> bool:
     removes at the next start), so a kill in the middle never leaves a half-deleted folder that
     still looks complete.
     """
+    if is_url(folder):  # single files only: sharded checkpoints are never written to URLs
+        if not file_exists(join(folder, name)):
+            return False
+        remove_file(join(folder, name))
+        return True
     path = os.path.join(folder, name)
     if os.path.isdir(path):
         doomed = os.path.join(folder, f".{name}.old.tmp")
@@ -271,6 +277,10 @@ def write_checkpoint(folder: str, checkpoint: Mapping[str, Any], phase_file: str
     bytes needed and the fix; the temporary file is removed and every existing checkpoint is untouched.
     """
     check_weights_only(dict(checkpoint))
+    if is_url(folder):  # an fsspec URL: see classy_hooks.model.checkpoint_urls for what it guarantees
+        from classy_hooks.model.checkpoint_urls import write_url_checkpoint
+
+        return write_url_checkpoint(folder, dict(checkpoint), phase_file, LATEST_CHECKPOINT)
     tmp: str | None = None
     tmp_phase: str | None = None
     try:
@@ -315,6 +325,10 @@ def _copy_synced(src: str, dst: str) -> None:
 
 def remove_stale_temp_files(folder: str) -> list[str]:
     """Delete temporary files left in `folder` by a save that was killed; return their names."""
+    if is_url(folder):
+        from classy_hooks.model.checkpoint_urls import remove_stale_url_temp_files
+
+        return remove_stale_url_temp_files(folder, _TMP_RE.match)
     removed = []
     with contextlib.suppress(FileNotFoundError):
         for entry in os.scandir(folder):
@@ -328,6 +342,11 @@ def remove_stale_temp_files(folder: str) -> list[str]:
 def list_checkpoints(folder: str) -> list[str]:
     """Checkpoint files in `folder`, newest first: `checkpoint.torch`, then the phase-end, step and
     preemption files in training order (`checkpoint_order`), latest first."""
+    if is_url(folder):
+        orders = ((checkpoint_order(name), name) for name in list_folder(folder) if name.endswith(".torch"))
+        by_order = sorted(((order, name) for order, name in orders if order is not None), reverse=True)
+        url_latest = join(folder, LATEST_CHECKPOINT)
+        return ([url_latest] if file_exists(url_latest) else []) + [join(folder, name) for _, name in by_order]
     named = []
     with contextlib.suppress(FileNotFoundError):
         for entry in os.scandir(folder):
@@ -345,7 +364,12 @@ def _read(path: str, map_location: Any) -> dict[str, Any]:
     Memory-mapped (`mmap=True`, copy-on-write): tensors are read from the page cache when first used
     instead of being copied into fresh memory up front, which is what makes a resume cheap; the file is
     never written through the mapping. Its disk space stays in use while loaded tensors still map it.
+    A URL is downloaded to a local temporary file first (`classy_hooks.model.checkpoint_urls`).
     """
+    if is_url(path):
+        from classy_hooks.model.checkpoint_urls import read_url_checkpoint
+
+        return _checked(read_url_checkpoint(path, map_location), path)
     if not os.path.exists(path):
         raise CheckpointError(
             f"load_checkpoint: checkpoint {path} does not exist. "
@@ -437,13 +461,15 @@ def load_checkpoint(
     names one) is read whole in this process: DTensor shards come back as full CPU tensors and the
     optimizer state keyed by parameter name (see `convert_checkpoint` for a resumable single file).
     """
-    path = os.fspath(path_or_folder)
+    path = local_path(os.fspath(path_or_folder))  # file:// is the local path
     sharded = find_sharded_checkpoint(path, fallback=fallback)
     if sharded is not None:
         from classy_hooks.model.sharded_checkpoint import read_sharded_checkpoint
 
         return _checked(read_sharded_checkpoint(sharded), sharded)
-    if os.path.isdir(path):
+    if is_url(path):  # a file if one is there, else a folder
+        folder, path = (path.rsplit("/", 1)[0], path) if file_exists(path) else (path, join(path, LATEST_CHECKPOINT))
+    elif os.path.isdir(path):
         folder, path = path, os.path.join(path, LATEST_CHECKPOINT)
     else:
         folder = os.path.dirname(os.path.abspath(path))

@@ -18,7 +18,7 @@ import pytest
 from classy_hooks.core import ClassyHook, HookConfigError
 from classy_hooks.core.files import atomic_write, ensure_writable_folder
 from classy_hooks.core.url_files import join, list_url_folder, open_url, url_exists
-from helpers import make_task
+from helpers import make_task, run_training, tiny_config
 
 
 def test_s3_folder_on_a_real_server_is_checked_written_whole_and_read_back(s3_bucket: str, tmp_path: Path) -> None:
@@ -142,3 +142,79 @@ def test_tensorboard_events_missed_during_an_outage_are_uploaded_at_the_next_flu
     with open_url(join(logdir, name)) as remote:
         (tmp_path / name).write_bytes(remote.read())
     assert [step for step, _ in read_scalars(tmp_path)["Losses/train"]] == [8, 16]  # phase 0's point too
+
+
+def _hooks_writing_to(bucket: str, run: str) -> list[dict[str, Any]]:
+    return [
+        {"name": "checkpoint", "checkpoint_folder": f"{bucket}/{run}/checkpoints", "phase_types": ["train", "test"]},
+        {"name": "output_csv", "folder": f"{bucket}/{run}/predictions"},
+        {"name": "tensorboard_plot", "summary_writer": {"logdir": f"{bucket}/{run}/tensorboard"}},
+    ]
+
+
+def _load(url: str) -> dict[str, Any]:
+    from classy_hooks.model import load_checkpoint
+
+    return load_checkpoint(url)["classy_state_dict"]
+
+
+@pytest.mark.slow
+def test_train_py_writes_everything_to_s3_and_a_fresh_process_resumes_from_it_bit_identically(
+    s3_bucket: str, tmp_path: Path
+) -> None:
+    import torch
+
+    run_training(tmp_path, tiny_config(hooks=_hooks_writing_to(s3_bucket, "first")))
+    first = f"{s3_bucket}/first"
+    assert list_url_folder(f"{first}/checkpoints") == [
+        "checkpoint.torch", *(f"model_phase-{i}_end.torch" for i in range(4))
+    ]
+    assert list_url_folder(f"{first}/predictions") == ["predictions.csv"]
+    assert len(list_url_folder(f"{first}/tensorboard")) == 1
+    # a fresh process resumes from the phase-1 checkpoint on S3 and redoes phases 2 and 3
+    run_training(
+        tmp_path,
+        tiny_config(hooks=_hooks_writing_to(s3_bucket, "resumed")),
+        extra=["--resume", f"{first}/checkpoints/model_phase-1_end.torch"],
+        run_dir=tmp_path / "resumed",
+    )
+    straight, resumed = _load(f"{first}/checkpoints"), _load(f"{s3_bucket}/resumed/checkpoints")
+    assert straight["phase_idx"] == resumed["phase_idx"] == 3 and straight["num_updates"] == resumed["num_updates"]
+    for key, value in straight["base_model"].items():
+        assert torch.equal(value, resumed["base_model"][key]), key
+    for index, slots in straight["optimizer"]["state"].items():
+        for name, value in slots.items():
+            assert torch.equal(value, resumed["optimizer"]["state"][index][name]), (index, name)
+    assert list_url_folder(f"{s3_bucket}/resumed/checkpoints") == ["checkpoint.torch", *(
+        f"model_phase-{i}_end.torch" for i in (2, 3)
+    )]
+    assert not any(p.name.startswith("s3:") for p in Path.cwd().iterdir())  # never a local folder named 's3:'
+
+
+@pytest.mark.slow
+def test_two_gloo_ranks_write_predictions_and_checkpoints_to_s3(s3_bucket: str, tmp_path: Path) -> None:
+    run_training(tmp_path, tiny_config(hooks=_hooks_writing_to(s3_bucket, "ddp")), nproc=2)
+    assert list_url_folder(f"{s3_bucket}/ddp/predictions") == ["predictions.csv"]  # the rank parts merged, removed
+    with open_url(f"{s3_bucket}/ddp/predictions/predictions.csv", "r") as remote:
+        lines = remote.read().splitlines()
+    assert len(lines) == 1 + 64 and len({line.split("\t")[0] for line in lines[1:]}) == 64
+    assert _load(f"{s3_bucket}/ddp/checkpoints")["phase_idx"] == 3
+
+
+@pytest.mark.slow
+def test_s3_url_without_s3fs_fails_in_on_start_and_writes_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A real run (tools/train.py) where importing s3fs fails, as on a machine without it."""
+    blocker = tmp_path / "no_s3fs"
+    blocker.mkdir()
+    (blocker / "s3fs.py").write_text("raise ImportError('No module named s3fs (blocked by the test)')\n")
+    monkeypatch.setenv("PYTHONPATH", f"{blocker}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
+    hooks = [{"name": "checkpoint", "checkpoint_folder": "s3://bucket/run"}]
+    proc = run_training(tmp_path, tiny_config(hooks=hooks), run_dir=tmp_path / "run", check=False)
+    assert proc.returncode != 0
+    assert (
+        "MissingExtraError: CheckpointHook: argument 'checkpoint_folder' = 's3://bucket/run' needs the fsspec "
+        "filesystem for 's3://'" in proc.stderr
+    ), proc.stderr[-3000:]
+    assert "Install it with: pip install s3fs" in proc.stderr
+    assert not [p for p in tmp_path.rglob("s3:*")]  # never a local folder named 's3:'
+    assert not [p for p in (tmp_path / "run").rglob("*") if p.suffix == ".torch"]

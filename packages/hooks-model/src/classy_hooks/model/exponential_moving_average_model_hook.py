@@ -17,6 +17,7 @@ from classy_hooks.core.validation import check_bool, check_choice, check_float, 
 from classy_hooks.core.wrapped_models import plain_key, unwrap_model
 from classy_hooks.model import foreach_ops
 from classy_hooks.model.batch_norm import is_batch_norm
+from classy_hooks.model.classy_vision_checkpoints import adopt_classy_vision_ema_state
 from classy_hooks.model.sharded_tensors import (
     fsdp_modules,
     is_sharded,
@@ -210,6 +211,7 @@ class ExponentialMovingAverageModelHook(ClassyHook):
 
     def on_start(self, task: Any) -> None:
         self.check_task(task)
+        adopt_classy_vision_ema_state(self.state, task)  # a state restored from a Classy Vision checkpoint
         named = self._tracked(task.base_model)
         if self.device == "gpu" and all(local_part(t).device.type == "cpu" for _, t, _ in named):
             logger.info(

@@ -38,7 +38,7 @@ PROBE_PREFIX = ".classy-hooks-probe-"
 
 def is_url(path: str) -> bool:
     """True if `path` names a remote or in-memory fsspec location (`scheme://...`, chained `a::b://...` too)."""
-    return bool(_URL_RE.match(path)) and not path.startswith(_LOCAL_PREFIXES)
+    return "://" in path and bool(_URL_RE.match(path)) and not path.startswith(_LOCAL_PREFIXES)
 
 
 def local_path(path: str) -> str:

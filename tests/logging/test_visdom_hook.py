@@ -146,6 +146,7 @@ def test_a_server_that_accepts_but_never_answers_is_a_clear_error_within_the_req
         port = listener.getsockname()[1]
         hook = VisdomHook("http://127.0.0.1", port)
         start = time.monotonic()
-        with pytest.raises(ConnectionError, match=rf"VisdomHook: arguments 'server'/'port': .*:{port} .*ReadTimeout"):
+        expected = rf"VisdomHook: arguments 'server'/'port': .*:{port} \(the server did not answer\)"
+        with pytest.raises(ConnectionError, match=expected):
             hook.on_start(make_task())
-        assert time.monotonic() - start < 5.0
+        assert time.monotonic() - start < 20.0  # without the timeout it would wait forever

@@ -203,8 +203,10 @@ class VisdomHook(ClassyHook):
                     env=self.env,
                     raise_exceptions=True,
                     use_incoming_socket=False,
+                    send=False,  # the constructor would post once, without a timeout
                 )
                 limit_request_time(client.session, REQUEST_TIMEOUT)
+                client.send = True
             reachable = client.win_exists("__classy_hooks_probe__", env=self.env) is not None
         except Exception as exc:  # ConnectionError from visdom, requests errors, bad URLs
             raise ConnectionError(self._unreachable(f"{type(exc).__name__}: {exc}")) from exc

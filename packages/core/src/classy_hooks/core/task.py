@@ -41,81 +41,81 @@ class Meter(Protocol):
 
 @runtime_checkable
 class Task(Protocol):
-    """Attributes and methods first-party hooks read. Readers are listed per attribute.
+    """Attributes and methods first-party hooks read; each note's "Read by:" names the hooks (registered names).
 
     Phases: a run is a sequence of phases, each "train" or "test". Before `on_phase_start` the
     loop has advanced to the new phase (so `train`, `phase_idx`, ... describe it); before
-    `on_phase_end` it has averaged `losses` and synced `meters` across ranks.
+    `on_phase_end` it has averaged `losses` and synced `meters` across ranks. The "Read by" notes
+    are checked against what each hook really touches (tests/integration/test_hooks_read_only_the_task_contract.py).
     """
 
     base_model: Any
     """`torch.nn.Module`, never a DDP wrapper. Hooks may change it in place (EMA swap, BN statistics).
     Optional attributes on it: `input_shape` (per-sample shape, no batch dim) and `input_key`.
-    Read by: EMA, PreciseBN, Checkpoint (via state), Complexity, ModelTensorboard, Profiler,
-    Torchscript, TorchExport."""
-
-    model: Any
-    """The module the loop calls: the DDP wrapper in distributed runs, else `base_model`. Read by: Profiler."""
+    Read by: ema_model_weights, precise_bn, model_complexity, model_tensorboard, profiler, torchscript,
+    torch_export."""
 
     train: bool
-    """True during a train phase. Read by: nearly every hook."""
+    """True during a train phase. Read by: checkpoint, ema_model_weights, loss_lr_meter_logging, output_csv,
+    precise_bn, progress_bar, tensorboard_plot, visdom."""
 
     phase_type: str
-    """"train" or "test" (derived from `train`). Read by: Checkpoint, logging hooks."""
+    """"train" or "test" (derived from `train`). Read by: checkpoint, loss_lr_meter_logging, progress_bar,
+    tensorboard_plot, visdom."""
 
     phase_idx: int
     """Global index of the current phase over train and test phases, -1 before the first.
-    Read by: Checkpoint (per-phase file names), logging hooks."""
+    Read by: checkpoint (per-phase file names), loss_lr_meter_logging, output_csv, progress_bar."""
 
     train_phase_idx: int
-    """Index of the current train phase counting train phases only, -1 before the first. Read by: logging hooks."""
-
-    num_updates: int
-    """Number of training samples processed so far over all replicas (Classy Vision's meaning):
-    it grows by the global batch size after every train batch, micro-steps included. It is not
-    a count of optimizer steps. Read by: TensorBoard plot (sample axis)."""
-
-    where: float
-    """Fraction of training done, in [0, 1]. Read by: logging hooks."""
+    """Index of the current train phase counting train phases only, -1 before the first.
+    Read by: loss_lr_meter_logging, visdom."""
 
     losses: list[Any]
     """One loss per batch of the current phase; reset at phase start, averaged across ranks
-    before `on_phase_end`. Read by: LossLrMeterLogging, TensorboardPlot, Visdom."""
+    before `on_phase_end`. Read by: loss_lr_meter_logging, tensorboard_plot, visdom."""
 
     meters: Sequence[Meter]
-    """Metrics of the current phase. Read by: logging hooks."""
+    """Metrics of the current phase. Read by: loss_lr_meter_logging, tensorboard_plot, visdom."""
 
     optimizer: Any
-    """A `torch.optim.Optimizer`; learning rates come from its `param_groups`. None in test-only runs."""
+    """A `torch.optim.Optimizer`; learning rates come from its `param_groups`. None in test-only runs.
+    Read by: loss_lr_meter_logging, tensorboard_plot, visdom."""
 
     last_batch: LastBatch | None
-    """The batch that just ran (None before the first step). Read by: OutputCSV, PreciseBN, logging hooks."""
+    """The batch that just ran (None before the first step). Read by: loss_lr_meter_logging, output_csv,
+    precise_bn (with `cache_samples`), tensorboard_plot, torchscript, torch_export, and model_complexity,
+    model_tensorboard and profiler when the model has no `input_shape`."""
 
     num_batches_per_phase: int
-    """Batches in the current phase on this replica. Read by: ProgressBar, LossLrMeterLogging."""
+    """Batches in the current phase on this replica. Read by: loss_lr_meter_logging, progress_bar."""
 
     dataloader: Any
-    """The current phase's iterable of batch dicts. Hooks may iterate it afresh (PreciseBN) but never replace it."""
+    """The current phase's iterable of batch dicts. Hooks may iterate it afresh but never replace it.
+    Read by: loss_lr_meter_logging, precise_bn, progress_bar."""
 
     def get_batchsize_per_replica(self) -> int:
-        """Batch size on this replica in the current phase. Read by: Profiler, PreciseBN."""
-        ...
-
-    def get_global_batchsize(self) -> int:
-        """Batch size summed over replicas. Read by: TensorboardPlot."""
+        """Batch size on this replica in the current phase. Read by: profiler."""
         ...
 
     def get_classy_state(self, deep_copy: bool = False) -> dict[str, Any]:
-        """Full training state (model, optimizer, counters, `hooks` states). Read by: Checkpoint."""
+        """Full training state (model, optimizer, counters, `hooks` states). Read by: checkpoint."""
         ...
 
     def set_classy_state(self, state: Mapping[str, Any]) -> None:
-        """Restore a state made by `get_classy_state`. Used when resuming."""
+        """Restore a state made by `get_classy_state`. Used when resuming (`classy_hooks.model.resume_task`)."""
         ...
 
 
 #: Attributes a task may have; hooks fall back to the stated default when one is absent.
 OPTIONAL_TASK_ATTRIBUTES: Mapping[str, str] = {
+    "model": "module, default base_model: what the loop calls (e.g. the DDP wrapper); no first-party hook reads it.",
+    "num_updates": (
+        "int: training samples processed so far over all replicas (Classy Vision's meaning, not optimizer "
+        "steps); no first-party hook reads it."
+    ),
+    "where": "float in [0, 1]: fraction of training done (Classy Vision's name); no first-party hook reads it.",
+    "get_global_batchsize": "method () -> int: batch size summed over replicas; no first-party hook reads it.",
     "use_gpu": "bool, default False: samples and model live on CUDA.",
     "test_only": "bool, default False: an evaluation-only run; Checkpoint writes nothing.",
     "ema": "bool, default True: on test phases, evaluate with EMA weights (EMA hook).",

@@ -128,3 +128,18 @@ def test_sharded_checkpoints_to_a_url_are_refused_in_on_start(memory_folder: str
                        r"but sharded .* sharded=False"):
         task.run()
     assert list_folder(memory_folder) == []
+
+
+def test_a_sharded_checkpoint_converts_into_a_url_folder(
+    memory_folder: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from classy_hooks.model.convert_checkpoint import convert_sharded_checkpoint
+
+    make_task([CheckpointHook(str(tmp_path / "sharded"), sharded=True)], num_epochs=1).run()
+    monkeypatch.chdir(tmp_path)
+    assert convert_sharded_checkpoint(tmp_path / "sharded", memory_folder) == f"{memory_folder}/checkpoint.torch"
+    assert sorted(os.listdir(tmp_path)) == ["sharded"]  # never a local folder named 'memory:'
+    converted = load_checkpoint(memory_folder)["classy_state_dict"]
+    original = load_checkpoint(tmp_path / "sharded")["classy_state_dict"]
+    for key, value in original["base_model"].items():
+        assert torch.equal(value, converted["base_model"][key]), key

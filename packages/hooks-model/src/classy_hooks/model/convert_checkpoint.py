@@ -22,6 +22,7 @@ from typing import Any
 import torch
 
 from classy_hooks.core.files import atomic_write
+from classy_hooks.core.url_files import is_url, join, local_path
 from classy_hooks.model.checkpoint_io import (
     LATEST_CHECKPOINT,
     CheckpointError,
@@ -56,10 +57,11 @@ def convert_sharded_checkpoint(src: str | os.PathLike[str], dst: str | os.PathLi
         state["optimizer"] = optimizer_state_by_index(state["optimizer"])
     checkpoint["classy_state_dict"] = state
     check_weights_only(checkpoint)
-    target = os.fspath(dst)
-    if os.path.isdir(target) or not target.endswith(".torch"):
-        target = os.path.join(target, LATEST_CHECKPOINT)
-    os.makedirs(os.path.dirname(os.path.abspath(target)), exist_ok=True)
+    target = local_path(os.fspath(dst))
+    if not target.endswith(".torch") or (not is_url(target) and os.path.isdir(target)):
+        target = join(target, LATEST_CHECKPOINT)
+    if not is_url(target):  # a URL (s3://...) needs no folder: atomic_write uploads the file whole
+        os.makedirs(os.path.dirname(os.path.abspath(target)), exist_ok=True)
     with atomic_write(target, "wb") as handle:
         torch.save(checkpoint, handle)
     logger.info("Converted sharded checkpoint %s to %s", source, target)

@@ -218,3 +218,15 @@ def test_s3_url_without_s3fs_fails_in_on_start_and_writes_nothing(tmp_path: Path
     assert "Install it with: pip install s3fs" in proc.stderr
     assert not [p for p in tmp_path.rglob("s3:*")]  # never a local folder named 's3:'
     assert not [p for p in (tmp_path / "run").rglob("*") if p.suffix == ".torch"]
+
+
+@pytest.mark.slow
+def test_a_memory_url_under_torchrun_is_refused_in_on_start_as_not_shared(tmp_path: Path) -> None:
+    """memory:// is one process's memory: the ranks' part files could never meet, so on_start says so."""
+    proc = run_training(tmp_path, tiny_config(hooks=[{"name": "output_csv", "folder": "memory://run"}]), nproc=2,
+                        check=False)
+    assert proc.returncode != 0
+    output = proc.stdout + proc.stderr
+    assert "OutputCSVHook: argument 'folder' = 'memory://run' is not one folder shared by all ranks" in output, (
+        output[-3000:]
+    )

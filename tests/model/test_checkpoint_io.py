@@ -174,3 +174,58 @@ def test_make_checkpoint_writes_the_plain_modules_keys() -> None:
     model = torch.nn.Linear(2, 2)
     wrapped = {f"module._orig_mod.{k}": v for k, v in model.state_dict().items()}
     assert sorted(make_checkpoint({"base_model": wrapped})["classy_state_dict"]["base_model"]) == ["bias", "weight"]
+
+
+def _flip_in_place(path: Path, offset: int) -> None:
+    """One flipped bit, written into the file itself (every hard link to it sees it, as with disk damage)."""
+    with open(path, "r+b") as handle:
+        handle.seek(offset)
+        byte = handle.read(1)
+        handle.seek(offset)
+        handle.write(bytes([byte[0] ^ 0x04]))
+
+
+def test_a_flipped_byte_is_named_with_the_previous_checkpoint_offered(folder: Path) -> None:
+    latest = folder / "checkpoint.torch"
+    _flip_in_place(latest, latest.stat().st_size // 2)  # also model_phase-3_end.torch: the same file
+    with pytest.raises(CheckpointError) as caught:
+        load_checkpoint(folder)
+    message = str(caught.value)
+    assert str(latest) in message and "content checksum does not match" in message
+    assert f"The previous checkpoint is {folder / 'model_phase-2_end.torch'}" in message
+    with pytest.raises(CheckpointError, match=r"model_phase-2_end\.torch"):
+        resume_task(make_task([], num_epochs=2), folder)
+    assert load_checkpoint(folder, fallback=True)["classy_state_dict"]["phase_idx"] == 2
+
+
+def test_every_saved_checkpoint_verifies(folder: Path) -> None:
+    from classy_hooks.model.checkpoint_file import verify_torch_file
+
+    for path in list_checkpoints(str(folder)):
+        assert verify_torch_file(path) is True, path
+
+
+def test_checkpoints_without_a_checksum_load_with_a_warning(
+    folder: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    checkpoint = load_checkpoint(folder)
+    for name, extra in (("plain.torch", {}), ("legacy.torch", {"_use_new_zipfile_serialization": False})):
+        torch.save(checkpoint, tmp_path / name, **extra)  # as Classy Vision or an earlier version wrote them
+        caplog.clear()
+        with caplog.at_level(logging.WARNING):
+            loaded = load_checkpoint(tmp_path / name)
+        assert loaded["classy_state_dict"]["phase_idx"] == 3
+        assert f"{tmp_path / name} has no content checksum" in caplog.text and "unverified" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        load_checkpoint(folder)
+    assert "no content checksum" not in caplog.text
+
+
+def test_resumed_tensors_do_not_write_through_to_the_file(folder: Path) -> None:
+    """The checkpoint is memory-mapped copy-on-write: training on the resumed state never changes the file."""
+    before = (folder / "checkpoint.torch").read_bytes()
+    task = make_task([], num_epochs=4)
+    resume_task(task, folder)
+    task.run()  # two more epochs update the model and the optimizer's momentum in place
+    assert (folder / "checkpoint.torch").read_bytes() == before

@@ -1,14 +1,24 @@
-"""Loop stall per checkpoint save on a ResNet-50 state: synchronous vs non-blocking CheckpointHook vs a bare torch.save.
+"""Checkpoint save, stall, load and resume on a ResNet-50 state, each as a ratio against its physical floor.
 
-Run: .venv/bin/python tools/bench/bench_checkpoint.py [--repeats 5] [--folder DIR]
-The state is a torchvision ResNet-50's weights plus its SGD momentum (~200 MB). "Stall" is the
-time `on_phase_end` keeps the training loop waiting. The synchronous hook writes a temp file,
-fsyncs it, renames it into checkpoint.torch and model_phase-N_end.torch and fsyncs the folder;
-the non-blocking hook copies the state to CPU memory and returns while a thread writes it (each
-background save is waited for outside the timed region, as a phase longer than a save would).
-A bare `torch.save` to one file, without fsync or rename, is the reference.
+Run: .venv/bin/python tools/bench/bench_checkpoint.py [--rounds 15] [--folder DIR]
+The state is a torchvision ResNet-50's weights plus its SGD momentum (~205 MB), 1 torch thread. Every
+round runs each measurement once, interleaved, and each figure is the median over rounds of its ratio
+to the floor measured in the same round (so a slow disk moment slows the floor and the figure alike):
 
-Sharded (FSDP2), under torchrun: torchrun --nproc_per_node 2 tools/bench/bench_checkpoint.py [--repeats 3]
+- synchronous save (`CheckpointHook.on_phase_end`: temp file, fsync, per-phase link, rename, folder
+  fsync) / floor "raw write": `os.write` of the same bytes (read back from the checkpoint file)
+  to a new file, fsync of the file and of the folder. `torch.save` + fsync is shown beside it.
+- non-blocking save stall (`CheckpointHook(non_blocking=True).on_phase_end`) / floor "memcpy": one
+  `torch._foreach_copy_` of the state's tensors into preallocated buffers. Each background write is
+  waited for outside the timed region, as a phase longer than a save would.
+- the writer's cost to the training steps that follow: a torchvision resnet18 CPU training step (batch 8,
+  64x64) timed while the background write of the ResNet-50 state runs, / the same step with no write.
+- load (`load_checkpoint`, checksum verified) and resume (`resume_task` into a fresh ResNet-50 + SGD task)
+  / floor "mmap load": `torch.load(mmap=True, weights_only=True)` + `load_state_dict` of model and
+  optimizer. A plain `torch.load(weights_only=True)` and today's resume recipe (it + `load_state_dict`)
+  are shown beside it.
+
+Sharded (FSDP2), under torchrun: torchrun --nproc_per_node 2 tools/bench/bench_checkpoint.py [--rounds 3]
 The ResNet-50 is sharded with `fully_shard` (each block and the root) on gloo ranks; each rank holds
 half the state. Compared: a synchronous sharded save (`torch.distributed.checkpoint` on every rank,
 commit, barrier), a sharded `dcp.async_save` (non_blocking: the stall is its CPU copy), and the
@@ -19,31 +29,39 @@ slowest rank's (max over ranks, after a barrier).
 from __future__ import annotations
 
 import argparse
+import glob
 import os
 import shutil
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import torch
 import torchvision
 
-from classy_hooks.model import CheckpointHook
+from classy_hooks.model import CheckpointHook, load_checkpoint, resume_task
 
 
 class StateTask:
-    """The bits of a task CheckpointHook reads, around a ResNet-50 and its optimizer."""
+    """The bits of a task CheckpointHook and resume_task use, around a ResNet-50 and its optimizer."""
 
-    def __init__(self) -> None:
+    def __init__(self, step: bool = True) -> None:
         self.base_model = torchvision.models.resnet50()
         self.optimizer = torch.optim.SGD(self.base_model.parameters(), lr=0.1, momentum=0.9)
-        self.base_model(torch.randn(2, 3, 64, 64)).sum().backward()
-        self.optimizer.step()
+        if step:
+            self.base_model(torch.randn(2, 3, 64, 64)).sum().backward()
+            self.optimizer.step()
         self.phase_type, self.phase_idx, self.train = "train", 0, True
 
     def get_classy_state(self) -> dict[str, Any]:
         return {"base_model": self.base_model.state_dict(), "optimizer": self.optimizer.state_dict(), "phase_idx": 0}
+
+    def set_classy_state(self, state: dict[str, Any]) -> None:
+        self.base_model.load_state_dict(state["base_model"])
+        self.optimizer.load_state_dict(state["optimizer"])
 
 
 class ShardedStateTask(StateTask):
@@ -66,9 +84,7 @@ class ShardedStateTask(StateTask):
 
 def _local_tensors(value: Any) -> list[torch.Tensor]:
     """Every tensor of a state structure, DTensors as their local shard."""
-    from torch.distributed.tensor import DTensor
-
-    if isinstance(value, DTensor):
+    if type(value).__name__ == "DTensor":
         return [value.to_local()]
     if isinstance(value, torch.Tensor):
         return [value]
@@ -103,7 +119,7 @@ def sharded_main(args: argparse.Namespace) -> None:
         return float(value)
 
     times: dict[str, list[float]] = {"memcpy of local state": [], "sharded synchronous": [], "sharded async_save": []}
-    for phase in range(args.repeats):
+    for phase in range(args.rounds):
         task.phase_idx = phase
         dist.barrier()
         start = time.perf_counter()
@@ -123,7 +139,7 @@ def sharded_main(args: argparse.Namespace) -> None:
     if rank == 0:
         print(
             f"FSDP2 ResNet-50 weights + SGD momentum on {dist.get_world_size()} gloo ranks: {local_mb:.0f} MB local "
-            f"state per rank; median of {args.repeats} (slowest rank); folder {folder}"
+            f"state per rank; median of {args.rounds} (slowest rank); folder {folder}"
         )
         for name, median in medians.items():
             print(
@@ -136,9 +152,60 @@ def sharded_main(args: argparse.Namespace) -> None:
     dist.destroy_process_group()
 
 
+def _timed(action: Callable[[], Any]) -> float:
+    start = time.perf_counter()
+    action()
+    return time.perf_counter() - start
+
+
+def _fsync_path(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _raw_write(path: str, data: bytes) -> None:
+    """The save floor: the checkpoint's bytes written to a new file, fsync of the file and of its folder."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+    try:
+        view, written = memoryview(data), 0
+        while written < len(view):
+            written += os.write(fd, view[written:])
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    _fsync_path(os.path.dirname(path))
+
+
+class TrainingSteps:
+    """A torchvision resnet18 CPU training step (batch 8, 64x64): what runs beside a background write."""
+
+    def __init__(self) -> None:
+        self.model = torchvision.models.resnet18(num_classes=10)
+        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=0.01, momentum=0.9)
+        self.inputs, self.targets = torch.randn(8, 3, 64, 64), torch.randint(0, 10, (8,))
+
+    def step(self) -> None:
+        self.optimizer.zero_grad()
+        torch.nn.functional.cross_entropy(self.model(self.inputs), self.targets).backward()
+        self.optimizer.step()
+
+    def time_steps(self, count: int) -> list[float]:
+        return [_timed(self.step) for _ in range(count)]
+
+    def time_steps_while(self, busy: Callable[[], bool]) -> list[float]:
+        """Steps run back to back while `busy()`; the time of each one that started while busy."""
+        times = []
+        while busy():
+            times.append(_timed(self.step))
+        return times
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--folder", default=None, help="where to write (default: a temp folder)")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -151,24 +218,106 @@ def main() -> None:
     nonblocking = CheckpointHook(os.path.join(folder, "async"), non_blocking=True)
     for hook in (sync, nonblocking):
         hook.on_start(task)
-    bare_path = os.path.join(folder, "bare.torch")
-    times: dict[str, list[float]] = {"bare torch.save": [], "synchronous hook": [], "non-blocking hook": []}
-    for _ in range(args.repeats):
-        start = time.perf_counter()
-        torch.save({"classy_state_dict": task.get_classy_state()}, bare_path)
-        times["bare torch.save"].append(time.perf_counter() - start)
-        start = time.perf_counter()
-        sync.on_phase_end(task)
-        times["synchronous hook"].append(time.perf_counter() - start)
-        start = time.perf_counter()
-        nonblocking.on_phase_end(task)
-        times["non-blocking hook"].append(time.perf_counter() - start)
+    sync.on_phase_end(task)  # the file whose bytes the raw-write floor writes
+    latest = os.path.join(folder, "sync", "checkpoint.torch")
+    with open(latest, "rb") as handle:
+        data = handle.read()
+    sources = _local_tensors(task.get_classy_state())
+    buffers = [torch.empty_like(t) for t in sources]
+    torch._foreach_copy_(buffers, sources)  # preallocated and paged in, as the hook's reused snapshot buffers
+    steps = TrainingSteps()
+    steps.time_steps(3)  # warm-up
+    fresh = StateTask(step=False)
+    torch.load(latest, weights_only=True, mmap=True)  # warm the page cache
+    times: dict[str, list[float]] = {
+        name: []
+        for name in (
+            "raw write",
+            "torch.save + fsync",
+            "synchronous save",
+            "memcpy",
+            "non-blocking stall",
+            "step alone",
+            "step beside write",
+            "mmap load",
+            "torch.load",
+            "load_checkpoint",
+            "today's resume",
+            "resume_task",
+        )
+    }
+    def torch_save() -> None:
+        bare = os.path.join(folder, f"bare-{task.phase_idx}.torch")
+        torch.save(task.get_classy_state(), bare)
+        _fsync_path(bare)
+        _fsync_path(folder)
+
+    def mmap_floor() -> None:
+        loaded = torch.load(latest, weights_only=True, mmap=True)["classy_state_dict"]
+        fresh.set_classy_state(loaded)
+
+    def todays_resume() -> None:
+        fresh.set_classy_state(torch.load(latest, weights_only=True)["classy_state_dict"])
+
+    steps_beside: list[int] = []
+    for phase in range(args.rounds):
+        task.phase_idx = phase
+        times["raw write"].append(_timed(partial(_raw_write, os.path.join(folder, f"raw-{phase}.torch"), data)))
+        times["torch.save + fsync"].append(_timed(torch_save))
+        times["synchronous save"].append(_timed(lambda: sync.on_phase_end(task)))
+        times["memcpy"].append(_timed(lambda: torch._foreach_copy_(buffers, sources)))
+        times["non-blocking stall"].append(_timed(lambda: nonblocking.on_phase_end(task)))
+        beside = steps.time_steps_while(lambda: nonblocking.save_in_flight)
         nonblocking.wait()
-    size = os.path.getsize(bare_path) / 1e6
-    medians = {k: statistics.median(v) for k, v in times.items()}
-    print(f"ResNet-50 weights + SGD momentum: {size:.0f} MB per checkpoint; median of {args.repeats}; folder {folder}")
-    for name, median in medians.items():
-        print(f"  {name:20s} stall {median * 1e3:8.1f} ms   {median / medians['synchronous hook']:5.2f}x synchronous")
+        alone = steps.time_steps(max(len(beside), 2))
+        times["step beside write"].append(statistics.mean(beside) if beside else float("nan"))
+        times["step alone"].append(statistics.mean(alone))
+        steps_beside.append(len(beside))
+        # Outside the timed region: every file but the newest checkpoint goes, so that no timed write frees
+        # an old file's blocks (the hook's per-phase hard link keeps checkpoint.torch's blocks alive too).
+        newest = {os.path.join(folder, hook, f"model_phase-{phase}_end.torch") for hook in ("sync", "async")}
+        for path in glob.glob(os.path.join(folder, "*", "model_phase-*_end.torch")) + glob.glob(
+            os.path.join(folder, "*-*.torch")
+        ):
+            if path not in newest:
+                os.unlink(path)
+        times["mmap load"].append(_timed(mmap_floor))
+        times["torch.load"].append(_timed(lambda: torch.load(latest, weights_only=True)))
+        times["load_checkpoint"].append(_timed(lambda: load_checkpoint(latest)))
+        times["today's resume"].append(_timed(todays_resume))
+        times["resume_task"].append(_timed(lambda: resume_task(fresh, latest)))
+    nonblocking.on_end(task)
+
+    def ratio(name: str, floor: str) -> float:
+        return statistics.median(a / b for a, b in zip(times[name], times[floor]))
+
+    def ms(name: str) -> str:
+        return f"{statistics.median(times[name]) * 1e3:8.1f} ms"
+
+    print(
+        f"ResNet-50 weights + SGD momentum: {len(data) / 1e6:.1f} MB per checkpoint; {args.rounds} interleaved "
+        f"rounds, medians (ratios: median of per-round ratios); torch {torch.__version__}, 1 thread; folder {folder}"
+    )
+    rows = [
+        ("raw write", "raw write"),
+        ("torch.save + fsync", "raw write"),
+        ("synchronous save", "raw write"),
+        ("memcpy", "memcpy"),
+        ("non-blocking stall", "memcpy"),
+        ("step alone", "step alone"),
+        ("step beside write", "step alone"),
+        ("mmap load", "mmap load"),
+        ("torch.load", "mmap load"),
+        ("load_checkpoint", "mmap load"),
+        ("today's resume", "mmap load"),
+        ("resume_task", "mmap load"),
+    ]
+    for name, floor in rows:
+        print(f"  {name:20s} {ms(name)}   {ratio(name, floor):5.2f}x {floor}")
+    print(f"  training steps run during each background write: median {statistics.median(steps_beside)}")
+    print(f"  load_checkpoint / torch.load: {ratio('load_checkpoint', 'torch.load'):5.2f}x")
+    todays = "today's resume"
+    print(f"  resume_task / today's resume: {ratio('resume_task', todays):5.2f}x")
     shutil.rmtree(folder)
 
 

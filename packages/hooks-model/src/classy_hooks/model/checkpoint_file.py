@@ -38,7 +38,7 @@ _EOCD = struct.Struct("<4s16sH")  # zip end-of-central-directory record: signatu
 _EOCD_SIGNATURE = b"PK\x05\x06"
 _ZIP_SIGNATURE = b"PK\x03\x04"
 _BLOCK_BYTES = 1 << 16
-_FLUSH_BYTES = 16 << 20  # start the disk on the file every this many bytes written
+_SMALL_WRITE = 1 << 16  # torch.save's writes below this size are gathered into one system call
 _CRC32_LOCK = threading.Lock()
 #: Checksums read the data as little-endian words: on the rare big-endian host files are written and loaded without.
 CHECKSUMS = sys.byteorder == "little"
@@ -95,20 +95,37 @@ class _Crc32Skipped:
 
 
 class _FdWriter:
-    """The file object torch.save writes to: counts bytes, keeps an OSError (torch replaces it by a vaguer one),
-    and wakes `_Flusher` every `_FLUSH_BYTES` so the disk writes the file while torch.save is still producing it."""
+    """The file object torch.save writes to: small writes (zip headers, padding) are gathered into one system call,
+    bytes are counted, and an OSError is kept (torch replaces it by a vaguer RuntimeError)."""
 
-    def __init__(self, fd: int, crc32: _Crc32Skipped, flusher: _Flusher) -> None:
+    def __init__(self, fd: int, crc32: _Crc32Skipped) -> None:
         self.fd = fd
         self.size = 0
         self.error: OSError | None = None
         self._crc32 = crc32
-        self._flusher = flusher
-        self._unflushed = 0
+        self._pending = bytearray()
 
     def write(self, data: Any) -> int:
         self._crc32.restore()
         view = memoryview(data).cast("B")
+        length = len(view)
+        if length < _SMALL_WRITE:
+            self._pending += view
+            if len(self._pending) >= _SMALL_WRITE:
+                self.flush()
+        else:
+            self.flush()
+            self._write_all(view)
+        self.size += length
+        return length
+
+    def flush(self) -> None:
+        """Write the gathered small writes."""
+        if self._pending:
+            pending, self._pending = self._pending, bytearray()
+            self._write_all(memoryview(pending))
+
+    def _write_all(self, view: memoryview) -> None:
         try:
             written = 0
             while written < len(view):
@@ -116,95 +133,69 @@ class _FdWriter:
         except OSError as exc:
             self.error = exc
             raise
-        self.size += written
-        self._unflushed += written
-        if self._unflushed >= _FLUSH_BYTES:
-            self._unflushed = 0
-            self._flusher.kick()
-        return written
-
-    def flush(self) -> None:
-        """Nothing is buffered here."""
-
-
-class _Flusher:
-    """A thread that makes the file durable: `fdatasync` whenever kicked while it is written, `fsync` at `finish`.
-
-    Starting the disk early means the final fsync waits only for the last part, not for the whole file.
-    """
-
-    def __init__(self, fd: int) -> None:
-        self._fd = fd
-        self._kicked = threading.Event()
-        self._finishing = False
-        self.errors: list[OSError] = []
-        self._thread = threading.Thread(target=self._run, name="classy-hooks-fsync", daemon=True)
-        self._thread.start()
-
-    def kick(self) -> None:
-        self._kicked.set()
-
-    def finish(self) -> None:
-        """Ask for the final fsync (this returns at once; `join` waits for it)."""
-        self._finishing = True
-        self._kicked.set()
-
-    def join(self) -> None:
-        self._thread.join()
-        if self.errors:
-            raise self.errors[0]
-
-    def _run(self) -> None:
-        try:
-            while True:
-                self._kicked.wait()
-                self._kicked.clear()
-                if self._finishing:
-                    os.fsync(self._fd)
-                    return
-                os.fdatasync(self._fd)
-        except OSError as exc:
-            self.errors.append(exc)
 
 
 def write_torch_file(fd: int, value: Any) -> int:
     """`torch.save(value)` into the empty file open read-write as `fd`, checksum added, fsynced; return its size.
 
-    The disk writes the file while torch.save produces it (`_Flusher`), and its checksum is computed from the
-    page cache during the final fsync, so on a disk slower than memory the checksum costs no time of its own;
-    the 57-byte comment is then written in place and synced (fdatasync) again. An OSError (ENOSPC, EIO...)
-    is raised as the write or sync raised it, never as torch's generic "unexpected pos" RuntimeError.
+    The checksum is computed from the page cache while another thread's fsync waits for the disk, so on a
+    disk slower than memory it costs no time of its own; the 57-byte comment is then written in place and
+    synced (fdatasync) again. An OSError (ENOSPC, EIO...) is raised as the write or sync raised it, never
+    as torch's generic "unexpected pos" RuntimeError.
 
     Other threads: a `torch.save` that another thread starts while this one is between entering and
     writing its first byte (pickling the object, milliseconds) writes its file without zip CRC32s too;
     `torch.load` reads such files alike (it never checks them), only external unzip tools warn.
     """
-    flusher = _Flusher(fd)
+    with _Crc32Skipped() as crc32:
+        writer = _FdWriter(fd, crc32)
+        try:
+            torch.save(value, cast(IO[bytes], writer))  # it needs only write() and flush()
+            writer.flush()
+        except Exception:
+            if writer.error is not None:
+                raise writer.error from None
+            raise
+    if not CHECKSUMS:
+        os.fsync(fd)
+        return writer.size
+    end = writer.size - _EOCD.size
+    signature, fields, comment_length = _EOCD.unpack(os.pread(fd, _EOCD.size, end))
+    if signature != _EOCD_SIGNATURE or comment_length != 0:
+        raise RuntimeError(f"torch.save wrote no plain zip end record (got {signature!r}); cannot add the checksum")
+    _pwrite_all(fd, _EOCD.pack(signature, fields, _COMMENT_BYTES) + CHECKSUM_MAGIC + b"0" * _DIGEST_HEX, end)
+    sync_errors: list[OSError] = []
+    syncer = threading.Thread(target=_fsync, args=(fd, sync_errors), name="classy-hooks-fsync", daemon=True)
+    syncer.start()
     try:
-        with _Crc32Skipped() as crc32:
-            writer = _FdWriter(fd, crc32, flusher)
-            try:
-                torch.save(value, cast(IO[bytes], writer))  # it needs only write() and flush()
-            except Exception:
-                if writer.error is not None:
-                    raise writer.error from None
-                raise
-        if not CHECKSUMS:
-            return writer.size
-        end = writer.size - _EOCD.size
-        signature, fields, comment_length = _EOCD.unpack(os.pread(fd, _EOCD.size, end))
-        if signature != _EOCD_SIGNATURE or comment_length != 0:
-            raise RuntimeError(f"torch.save wrote no plain zip end record (got {signature!r}); cannot add the checksum")
-        _pwrite_all(fd, _EOCD.pack(signature, fields, _COMMENT_BYTES) + CHECKSUM_MAGIC + b"0" * _DIGEST_HEX, end)
-        flusher.finish()  # the disk writes the rest while this thread reads the file back from the page cache
         with mmap.mmap(fd, writer.size, access=mmap.ACCESS_COPY) as mapped:
             digest = content_checksum(mapped)
     finally:
-        flusher.finish()
-        flusher.join()
+        syncer.join()
+    if sync_errors:
+        raise sync_errors[0]
     _pwrite_all(fd, digest.encode("ascii"), writer.size + len(CHECKSUM_MAGIC))
     os.fdatasync(fd)
     return writer.size + _COMMENT_BYTES
+
+
+def _fsync(fd: int, errors: list[OSError]) -> None:
+    try:
+        os.fsync(fd)
+    except OSError as exc:
+        errors.append(exc)
+
+
+def _is_checksum_trailer(trailer: bytes) -> bool:
+    """True if `trailer` (the file's last bytes) is a zip end record whose comment is a classy-hooks checksum."""
+    if len(trailer) != _EOCD.size + _COMMENT_BYTES:
+        return False
+    signature, _, comment_length = _EOCD.unpack(trailer[: _EOCD.size])
+    return (
+        signature == _EOCD_SIGNATURE
+        and comment_length == _COMMENT_BYTES
+        and trailer[_EOCD.size :].startswith(CHECKSUM_MAGIC)
+    )
 
 
 def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
@@ -216,7 +207,7 @@ def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
 def verify_torch_file(path: str) -> bool:
     """Check the content checksum of the checkpoint file `path`: True if it matched, False if it has none.
 
-    Files without one (written by Classy Vision, plain `torch.save`, or classy-hooks-model before 0.2) end
+    Files without one (written by Classy Vision, plain `torch.save`, or earlier classy-hooks-model) end
     with the zip end record alone, or are in torch's pre-zip format. Raises `ChecksumMismatch` (what failed)
     when the checksum differs or the file's end is neither of those (truncated or damaged).
     """
@@ -224,23 +215,23 @@ def verify_torch_file(path: str) -> bool:
         return False
     with open(path, "rb") as handle:
         size = os.fstat(handle.fileno()).st_size
-        if size < _EOCD.size + len(_ZIP_SIGNATURE) or handle.read(len(_ZIP_SIGNATURE)) != _ZIP_SIGNATURE:
-            return False  # empty, or not a zip archive (torch's legacy format): torch.load judges it
-        handle.seek(size - _EOCD.size)
-        signature, _, comment_length = _EOCD.unpack(handle.read(_EOCD.size))
-        if signature == _EOCD_SIGNATURE and comment_length == 0:
-            return False
         covered = size - _COMMENT_BYTES
-        handle.seek(covered - _EOCD.size)
-        trailer = handle.read(_EOCD.size + _COMMENT_BYTES)
-        signature, _, comment_length = _EOCD.unpack(trailer[: _EOCD.size])
-        comment = trailer[_EOCD.size :]
-        if signature != _EOCD_SIGNATURE or comment_length != _COMMENT_BYTES or not comment.startswith(CHECKSUM_MAGIC):
+        trailer = b""
+        if covered >= _EOCD.size + len(_ZIP_SIGNATURE):
+            handle.seek(covered - _EOCD.size)
+            trailer = handle.read(_EOCD.size + _COMMENT_BYTES)
+        if not _is_checksum_trailer(trailer):
+            handle.seek(0)
+            start = handle.read(len(_ZIP_SIGNATURE))
+            handle.seek(max(size - _EOCD.size, 0))
+            end = handle.read(_EOCD.size)
+            if start != _ZIP_SIGNATURE or (len(end) == _EOCD.size and _EOCD.unpack(end)[::2] == (_EOCD_SIGNATURE, 0)):
+                return False  # torch's legacy format (or no torch file: torch.load judges), or a plain zip end
             raise ChecksumMismatch(
                 "its end is neither a zip end record nor a classy-hooks checksum: the file is truncated or its "
                 "last bytes are damaged"
             )
-        stored = comment[len(CHECKSUM_MAGIC) :].decode("ascii", "replace")
+        stored = trailer[_EOCD.size + len(CHECKSUM_MAGIC) :].decode("ascii", "replace")
         with mmap.mmap(handle.fileno(), covered, access=mmap.ACCESS_COPY) as mapped:
             actual = content_checksum(mapped)
     if actual != stored:

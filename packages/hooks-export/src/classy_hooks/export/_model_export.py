@@ -13,7 +13,6 @@ from typing import IO, Any, ClassVar
 
 import torch
 from torch import nn
-from torch.utils import _pytree as pytree
 
 from classy_hooks.core import ClassyHook, TaskContractError, is_primary
 from classy_hooks.core.files import atomic_write, ensure_writable_folder
@@ -21,6 +20,7 @@ from classy_hooks.core.module_modes import eval_mode
 from classy_hooks.core.url_files import join
 from classy_hooks.core.validation import check_str, config_error
 from classy_hooks.core.wrapped_models import unwrap_model
+from classy_hooks.export.torch_private import pytree
 
 logger = logging.getLogger(__name__)
 

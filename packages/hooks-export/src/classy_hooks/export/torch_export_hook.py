@@ -8,11 +8,11 @@ from typing import IO, Any
 
 import torch
 from torch import nn
-from torch.utils import _pytree as pytree
 
 from classy_hooks.core import register_hook
 from classy_hooks.core.validation import check_bool
 from classy_hooks.export._model_export import ExportError, ModelExportHookBase, describe_failure
+from classy_hooks.export.torch_private import pytree
 
 logger = logging.getLogger(__name__)
 

@@ -6,7 +6,6 @@ from typing import IO, Any
 
 import torch
 from torch import nn
-from torch.jit._trace import TracingCheckError
 
 from classy_hooks.core import register_hook
 from classy_hooks.core.deprecations import quiet_jit_deprecations
@@ -16,6 +15,7 @@ from classy_hooks.export._model_export import (
     ModelExportHookBase,
     describe_failure,
 )
+from classy_hooks.export.torch_private import TracingCheckError
 
 #: What torch.jit.trace says when it meets a `torch.compile`d function inside the model.
 _DYNAMO_TRACE_ERROR = "dynamo-optimized function"

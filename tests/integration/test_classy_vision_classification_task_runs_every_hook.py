@@ -8,7 +8,6 @@ model, the complexity, profiler, precise-BN, progress and loss/LR hooks report w
 from __future__ import annotations
 
 import csv
-import json
 import logging
 import warnings
 from collections.abc import Iterator
@@ -163,10 +162,11 @@ def test_tensorboard_scalars_and_graph_read_by_tensorboard_s_own_reader(run: Run
 
 
 def test_visdom_server_holds_the_curves(run: Run) -> None:
-    windows = json.loads(run.visdom.client(ENV).get_window_data(env=ENV))
-    assert windows, "VisdomHook plotted nothing"
-    losses = [w for w in windows.values() if "loss" in json.dumps(w.get("title", "")).lower()]
-    assert losses, sorted(w.get("title") for w in windows.values())
+    losses = run.visdom.lines(f"{ENV}:loss", ENV)  # window ids are <env>:<metric>
+    assert sorted(losses) == ["test", "train"], losses
+    assert [x for x, _ in losses["train"]] == [x for x, _ in losses["test"]] == list(range(NUM_EPOCHS))
+    rates = run.visdom.lines(f"{ENV}:learning_rate", ENV)
+    assert rates and all([round(y, 6) for _, y in line] == [0.1, 0.05] for line in rates.values()), rates
 
 
 def test_model_complexity_profiler_progress_and_loss_lr_logging(run: Run) -> None:

@@ -72,7 +72,7 @@ class CheckpointWriteError(CheckpointError):
     @classmethod
     def from_os_error(cls, folder: str, error: OSError, checkpoint: Any) -> CheckpointWriteError:
         """The error for `error`, raised while writing `checkpoint` into `folder`."""
-        needed = _tensor_bytes(checkpoint) + (1 << 20)  # the tensors plus a generous pickle and zip overhead
+        needed = _estimated_file_bytes(checkpoint)
         free: int | None = None
         with contextlib.suppress(OSError):
             stats = os.statvfs(folder)
@@ -98,8 +98,9 @@ class CheckpointWriteError(CheckpointError):
         return cls(message, folder, needed, free, error.errno)
 
 
-def _tensor_bytes(value: Any) -> int:
-    """Bytes of the distinct tensor storages in a state structure (what a checkpoint of it mostly holds)."""
+def _estimated_file_bytes(value: Any) -> int:
+    """About the size of a checkpoint file of a state structure, from above: its distinct tensor storages plus,
+    per storage, 1 KiB for its zip headers, alignment and pickle entry, and 4 KiB for the rest."""
     seen: dict[int, int] = {}
 
     def walk(item: Any) -> None:
@@ -114,7 +115,7 @@ def _tensor_bytes(value: Any) -> int:
                 walk(child)
 
     walk(value)
-    return sum(seen.values())
+    return sum(seen.values()) + 1024 * len(seen) + 4096
 
 
 def phase_checkpoint_name(phase_idx: int) -> str:

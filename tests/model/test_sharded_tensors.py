@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.fsdp import fully_shard
 from torch.distributed.tensor import DTensor, Shard, distribute_tensor
 
+from classy_hooks.model import sharded_tensors
 from classy_hooks.model.sharded_tensors import (
     fsdp_modules,
     is_sharded,
@@ -62,3 +64,19 @@ def test_reshard_restores_the_dtensor_parameters_a_no_grad_forward_left_unsharde
     assert not all(isinstance(p, DTensor) for p in model.parameters())  # the root stays unsharded
     reshard(fsdp_modules(model))
     assert all(isinstance(p, DTensor) for p in model.parameters())
+
+
+def test_without_dtensor_s_private_spec_sharded_like_uses_from_local_and_warns(
+    one_rank: None, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    mesh = init_device_mesh("cpu", (1,))
+    sharded = distribute_tensor(torch.arange(12.0).reshape(4, 3), mesh, [Shard(0)])
+    private = sharded_like(torch.ones(4, 3, dtype=torch.float64), sharded)
+    monkeypatch.setattr(sharded_tensors, "_tensor_meta_class", lambda: None)  # a torch without the private spec
+    monkeypatch.setattr(sharded_tensors, "_warned", [])
+    with caplog.at_level(logging.WARNING):
+        public = sharded_like(torch.ones(4, 3, dtype=torch.float64), sharded)
+        sharded_like(torch.ones(4, 3), sharded)
+    assert isinstance(public, DTensor) and same_layout(public, private) and public.dtype == torch.float64
+    assert torch.equal(public.to_local(), private.to_local()) and public.stride() == private.stride()
+    assert caplog.text.count("DTensor.from_local") == 1 and torch.__version__ in caplog.text

@@ -10,14 +10,19 @@ parameters are the sharded DTensors again.
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Iterable
-from typing import TypeGuard
+from typing import Any, TypeGuard
 
 import torch
 from torch import nn
 from torch.distributed.fsdp import FSDPModule
 from torch.distributed.tensor import DTensor, distribute_tensor
-from torch.distributed.tensor._dtensor_spec import TensorMeta
+
+logger = logging.getLogger(__name__)
+
+#: torch releases whose private DTensor spec `sharded_like` was tested with.
+TESTED_TORCH = "2.13-2.14"
 
 
 def is_sharded(tensor: torch.Tensor) -> TypeGuard[DTensor]:
@@ -40,9 +45,40 @@ def sharded_like(local: torch.Tensor, like: DTensor) -> DTensor:
     shard of a CUDA-mesh parameter stays on the host, as FSDP2's CPU offload keeps its own.
     `DTensor.from_local` would move it to the mesh's device, so this builds the DTensor from
     `like`'s spec the way FSDP2 does: the one place that uses DTensor's spec (a private attribute).
+    Where that spec is missing (a torch other than the tested ones), the public `DTensor.from_local`
+    takes over, with a warning: the same DTensor, except that a host shard of a CUDA mesh moves to it.
     """
-    spec = dataclasses.replace(like._spec, tensor_meta=TensorMeta(like.shape, like.stride(), local.dtype))
+    spec: Any = getattr(like, "_spec", None)
+    tensor_meta = _tensor_meta_class()
+    if spec is None or tensor_meta is None:
+        _warn_public_fallback()
+        return DTensor.from_local(
+            local, like.device_mesh, like.placements, run_check=False, shape=like.shape, stride=like.stride()
+        )
+    spec = dataclasses.replace(spec, tensor_meta=tensor_meta(like.shape, like.stride(), local.dtype))
     return DTensor(local, spec, requires_grad=False)
+
+
+def _tensor_meta_class() -> Any:
+    try:
+        from torch.distributed.tensor._dtensor_spec import TensorMeta
+    except ImportError:
+        return None
+    return TensorMeta
+
+
+_warned: list[bool] = []
+
+
+def _warn_public_fallback() -> None:
+    if not _warned:
+        _warned.append(True)
+        logger.warning(
+            "torch %s has no DTensor spec as torch %s had: EMA copies of sharded parameters are built with "
+            "DTensor.from_local, which moves a host (device='cpu') shard of a CUDA mesh onto the GPU.",
+            torch.__version__,
+            TESTED_TORCH,
+        )
 
 
 def shard_full_tensor(full: torch.Tensor, like: DTensor) -> DTensor:

@@ -110,3 +110,17 @@ def test_without_the_conversion_the_ema_would_restart(classy_straight_run: dict[
         {k: classy["ema_model_state"][k] for k in floating}, {k: classy["model_state"][k] for k in floating}
     )
     assert gap > 100 * EMA_TOLERANCE, gap
+
+
+def test_the_remaining_ema_difference_is_the_update_formula_not_the_conversion(
+    classy_straight_run: dict[str, Any],
+) -> None:
+    """classy-hooks from scratch (no Classy checkpoint at all) differs from Classy's EMA by the same rounding."""
+    config = classification_config([{"name": "ema_model_weights", "decay": DECAY, "device": "cpu"}])
+    with classy_hooks_in_classy_vision():
+        task = train(build_classification_task(config))
+    like = classy_straight_run["ema"]
+    ema = classy_vision_named(task.base_model.state_dict(), like)  # the model holds the EMA after the test phase
+    floating = {k for k, v in like.items() if v.is_floating_point()}
+    difference = max_difference({k: ema[k] for k in floating}, {k: like[k] for k in floating})
+    assert difference <= EMA_TOLERANCE, difference

@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from classy_hooks.model import foreach_ops
 from classy_hooks.model.checkpoint_io import _KEY_TYPES, _LEAF_TYPES, check_weights_only
 
 logger = logging.getLogger(__name__)
@@ -85,7 +86,7 @@ class StateSnapshot:
 
         result = copy(value)
         if sources:
-            torch._foreach_copy_(targets, sources)
+            foreach_ops.copy_(targets, sources)
         self._buffers = targets
         return result
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import logging
 import warnings
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -216,5 +217,7 @@ def test_every_test_phase_s_predictions_are_kept(run: Run) -> None:
     for path in sorted((run.folder / "predictions").rglob("*.csv")):
         with path.open() as f:
             rows += list(csv.DictReader(f, delimiter="\t"))
-    assert len(rows) == NUM_EPOCHS * TEST_SAMPLES, [p.name for p in (run.folder / "predictions").iterdir()]
-    assert {int(r["sample_id"]) for r in rows} == set(range(TEST_SAMPLES))
+    # whatever the layout (one file, a file per phase, a latest copy beside them): no test phase's rows are lost
+    per_sample = Counter(int(r["sample_id"]) for r in rows)
+    assert set(per_sample) == set(range(TEST_SAMPLES))
+    assert min(per_sample.values()) >= NUM_EPOCHS, [p.name for p in (run.folder / "predictions").rglob("*")]

@@ -72,7 +72,7 @@ def test_classy_vision_config_names_build_classy_hooks_hooks(classy_registry: di
     built = classy_hooks_module.build_hook({"name": "checkpoint", "checkpoint_folder": str(tmp_path)})
     assert type(built) is CheckpointHook and was is not CheckpointHook
     assert type(classy_hooks_module.build_hook({"name": "bridge_test_counter", "every": 2})) is BridgeTestCounterHook
-    with pytest.raises(HookConfigError, match="CheckpointHook: config .*'checkpoint_f"):
+    with pytest.raises(HookConfigError, match=r"CheckpointHook: config .*'checkpoint_f"):
         classy_hooks_module.build_hook({"name": "checkpoint", "checkpoint_fodler": str(tmp_path)})
     assert use_in_classy_vision(classy_hooks_module) == registered  # a second call changes nothing
 

@@ -230,3 +230,20 @@ def test_a_memory_url_under_torchrun_is_refused_in_on_start_as_not_shared(tmp_pa
     assert "OutputCSVHook: argument 'folder' = 'memory://run' is not one folder shared by all ranks" in output, (
         output[-3000:]
     )
+
+
+def test_a_file_another_process_wrote_is_seen_despite_the_listing_cache(s3_bucket: str) -> None:
+    """s3fs answers existence from its cached folder listing: a rank's part file, or a checkpoint written by an
+    earlier run, must still be found after this process listed the folder."""
+    import subprocess
+    import sys
+
+    from classy_hooks.core.files import file_exists, read_bytes
+
+    folder = ensure_writable_folder("OutputCSVHook", "folder", f"{s3_bucket}/shared")
+    with atomic_write(join(folder, "predictions.csv")) as handle:  # e.g. the previous test phase's file
+        handle.write(b"rows")
+    assert list_url_folder(folder) == ["predictions.csv"]  # listed, and cached by s3fs, without the part
+    code = f"import fsspec; fsspec.filesystem('s3').pipe_file({folder.removeprefix('s3://') + '/part'!r}, b'rank 1')"
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+    assert file_exists(join(folder, "part")) and read_bytes(join(folder, "part")) == b"rank 1"

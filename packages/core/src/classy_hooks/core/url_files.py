@@ -177,15 +177,23 @@ def atomic_write_url(url: str, mode: str = "wb") -> Iterator[IO[Any]]:
             os.unlink(local)
 
 
+def _fresh(url: str) -> tuple[Any, str]:
+    """`url_filesystem` with the store's cached listings of `url` dropped: another process (a rank, a resumed run)
+    may have written there since this one listed the folder (s3fs answers existence from its listing cache)."""
+    fs, path = url_filesystem(url, "classy-hooks", "path")
+    fs.invalidate_cache(path)
+    return fs, path
+
+
 def open_url(url: str, mode: str = "rb") -> IO[Any]:
     """Open the file at `url` for reading (`rb` or `r`)."""
-    fs, path = url_filesystem(url, "classy-hooks", "path")
+    fs, path = _fresh(url)
     return fs.open(path, mode)  # type: ignore[no-any-return]
 
 
 def url_exists(url: str, kind: str = "any") -> bool:
     """True if `url` exists; `kind` narrows it to a `file` or a `dir`."""
-    fs, path = url_filesystem(url, "classy-hooks", "path")
+    fs, path = _fresh(url)
     if kind == "file":
         return bool(fs.isfile(path))
     if kind == "dir":

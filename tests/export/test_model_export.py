@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import logging
 import os
 import subprocess
 import warnings
@@ -297,3 +298,47 @@ def test_compiled_ddp_model_is_exported_once_by_the_primary_without_a_hang(tmp_p
         for rank in (0, 1):
             assert f"rank {rank}: export of the compiled DDP model matches the plain model: True" in lines, proc.stdout
         assert sorted(p.name for p in (tmp_path / "out" / name).iterdir()) == [file_name]
+
+
+def _classy_order_run(hook: Any, model: nn.Module, inputs: torch.Tensor) -> None:
+    """on_start, one step that sees `inputs`, then `on_end` with `last_batch` cleared, as ClassificationTask leaves it."""
+    from classy_hooks.core import LastBatch
+
+    task = bare_task(model)
+    hook.on_start(task)
+    task.last_batch = LastBatch(None, None, None, {"input": inputs, "target": torch.zeros(len(inputs))}, {})
+    hook.on_step(task)
+    inputs.zero_()  # the loop reuses its buffers: the hook kept a copy
+    task.last_batch = None
+    hook.on_end(task)
+
+
+def test_without_a_last_batch_at_on_end_the_batch_seen_in_on_step_is_the_example(
+    tmp_path: Path, hook_factory: HookFactory, caplog: pytest.LogCaptureFixture
+):
+    """No input_shape, and no last batch at on_end (ClassificationTask): the real batch an earlier step saw."""
+    model = nn.Sequential(nn.Flatten(), nn.Linear(24, 2)).eval()  # takes (N, 2, 3, 4), nothing else
+    hook = hook_factory(tmp_path)
+    caplog.set_level(logging.INFO, logger="classy_hooks.export")
+    _classy_order_run(hook, model, torch.randn(5, 2, 3, 4))
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    x = torch.randn(5, 2, 3, 4)
+    with torch.no_grad():
+        torch.testing.assert_close(load_exported(hook.output_path)(x), model(x))
+
+
+def test_a_declared_input_shape_example_is_logged(
+    tmp_path: Path, hook_factory: HookFactory, caplog: pytest.LogCaptureFixture
+):
+    model = nn.Linear(4, 2)
+    model.input_shape = (4,)
+    hook = hook_factory(tmp_path)
+    caplog.set_level(logging.INFO, logger="classy_hooks.export")
+    task = bare_task(model)
+    hook.on_start(task)
+    hook.on_end(task)
+    records = [r for r in caplog.records if "no batch was seen" in r.getMessage()]
+    assert len(records) == 1 and records[0].levelno == logging.INFO
+    message = records[0].getMessage()
+    assert message.startswith(f"{type(hook).__name__}: ") and "seeded random batch of 4 samples" in message
+    assert "input_shape (4,)" in message

@@ -176,3 +176,58 @@ def test_importing_the_package_loads_no_sympy():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=subprocess_env())
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[]"
+
+
+def _classy_vision_model_with_a_head() -> Any:
+    """A real Classy Vision model with a head: a `ClassyModelHeadExecutorWrapper` whose forward is `(*args, **kwargs)`."""
+    models = pytest.importorskip(
+        "classy_vision.models", reason="Classy Vision is a test-only dependency of the dev venv (no torchvision here)"
+    )
+    torch.manual_seed(0)
+    head = {"name": "fully_connected", "unique_id": "default_head", "num_classes": 2, "fork_block": "block0-0"}
+    config = {"name": "resnext", "num_blocks": [1], "init_planes": 8, "reduction": 1, "small_input": True}
+    return models.build_model({**config, "basic_layer": True, "heads": [{**head, "in_plane": 8}]}).eval()
+
+
+def test_a_classy_vision_model_with_heads_exports_a_dynamic_batch_from_the_batch_its_task_saw(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+):
+    """As under ClassificationTask: a step sees a batch, `last_batch` is None by `on_end`; any batch size runs."""
+    model = _classy_vision_model_with_a_head()
+    task = make_task()
+    task.base_model = model
+    hook = TorchExportHook(str(tmp_path))
+    caplog.set_level(logging.WARNING, logger="classy_hooks.export")
+    hook.on_start(task)
+    images = torch.randn(6, 3, 16, 16)
+    task.last_batch = LastBatch(None, None, None, {"input": images, "target": torch.zeros(6)}, {})
+    hook.on_step(task)
+    task.last_batch = None
+    hook.on_end(task)
+    assert not caplog.records  # the real batch: no fallback to Classy Vision's (3, 224, 224)
+    program = torch.export.load(hook.output_path)
+    module = program.module()
+    with torch.no_grad():
+        for size in (1, 3, 11):
+            x = torch.randn(size, 3, 16, 16)
+            torch.testing.assert_close(module(x), model(x))
+
+
+def test_exporting_a_classy_vision_model_from_its_default_input_shape_is_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+):
+    """No batch seen: Classy Vision's (3, 224, 224) for a model that declares no shape is used, never silently."""
+    model = _classy_vision_model_with_a_head()
+    task = make_task()
+    task.base_model = model
+    hook = TorchExportHook(str(tmp_path))
+    caplog.set_level(logging.WARNING, logger="classy_hooks.export")
+    hook.on_start(task)
+    hook.on_end(task)
+    [warning] = [r.getMessage() for r in caplog.records]
+    assert warning.startswith("TorchExportHook: no batch was seen")
+    assert "4 samples of ResNeXt.input_shape (3, 224, 224), Classy Vision's default" in warning
+    assert "set base_model.input_shape to its per-sample shape" in warning
+    with torch.no_grad():
+        x = torch.randn(2, 3, 224, 224)
+        torch.testing.assert_close(torch.export.load(hook.output_path).module()(x), model(x))

@@ -82,16 +82,6 @@ def model_on_device(model: nn.Module, device: torch.device) -> nn.Module:
     return copy.deepcopy(model).to(device)
 
 
-def _input_key(model: nn.Module, hook: str) -> str | None:
-    key = getattr(model, "input_key", None)
-    if key is None or isinstance(key, str):
-        return key
-    raise ExportError(
-        f"{hook}: the model's input_key is {key!r}; only a single string key (or none) is supported. "
-        "Export a wrapper module that takes one tensor."
-    )
-
-
 def plain_model(task: Any) -> nn.Module:
     """The module the user wrote inside `task.base_model`: `torch.compile`, DDP and DataParallel seen through.
 
@@ -124,40 +114,125 @@ def check_not_sharded(hook: str, model: nn.Module) -> None:
         )
 
 
-def _example_leaves_ok(value: Any) -> bool:
-    leaves = pytree.tree_leaves(value)
-    return bool(leaves) and all(isinstance(t, torch.Tensor) and t.dim() >= 1 and t.shape[0] >= 1 for t in leaves)
+# ---- example inputs ----------------------------------------------------------------------------
+# One behaviour with classy_hooks.logging.example_input (the graph, complexity and profiler hooks):
+# the same code until the torch packages have a shared module to import it from (issue 14).
 
 
-def example_args(hook: str, task: Any, model: nn.Module, min_batch: int = 1) -> tuple[Any, ...]:
+def _is_shape(value: Any) -> bool:
+    """A non-empty sequence of positive ints (a string like "3x224x224" is not one)."""
+    return (
+        isinstance(value, Sequence)
+        and not isinstance(value, (str, bytes))
+        and bool(value)
+        and all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in value)
+    )
+
+
+def example_from_shape(hook: str, model: nn.Module, batch_size: int) -> tuple[Any, ...]:
+    """Positional args for one forward from `model.input_shape` (per-sample shape, no batch dimension).
+
+    `input_shape` is one shape (one tensor) or a sequence of shapes (one tensor each), filled with a
+    seeded standard normal (the same every run; not zeros, which hide most numeric differences), on
+    the model's device. With `model.input_key` (a string) a single tensor is passed as `{input_key: tensor}`.
+    """
+    shape: Any = getattr(model, "input_shape", None)
+    key = getattr(model, "input_key", None)
+    if key is not None and not isinstance(key, str):
+        raise TaskContractError(
+            f"{hook}: base_model.input_key is {key!r}; only one string key (or None) is supported. "
+            "Set input_key to the name the model reads its input under, or remove it."
+        )
+    if _is_shape(shape):
+        shapes = [tuple(shape)]
+    elif isinstance(shape, Sequence) and not isinstance(shape, (str, bytes)) and shape and all(map(_is_shape, shape)):
+        shapes = [tuple(s) for s in shape]
+    else:
+        raise TaskContractError(
+            f"{hook}: base_model.input_shape must be a sequence of positive ints or of such sequences, got {shape!r}. "
+            "Set it to the per-sample shape without the batch dimension, e.g. (3, 224, 224)"
+        )
+    generator = torch.Generator().manual_seed(0)
+    device = model_device(model)
+    tensors = [torch.randn(batch_size, *s, generator=generator).to(device) for s in shapes]
+    if key is not None and len(tensors) == 1:
+        return ({key: tensors[0]},)
+    return tuple(tensors)
+
+
+def example_from_batch(task: Any, max_samples: int | None) -> tuple[Any, ...] | None:
+    """`(task.last_batch.sample["input"],)`, the argument the loop gives the model, its tensors cut to `max_samples`.
+
+    The input may be a tensor or a tuple/list/dict of them (non-tensor leaves are kept as they are).
+    None when there is no last batch, no `"input"`, or a tensor without a batch dimension.
+    """
+    sample = getattr(getattr(task, "last_batch", None), "sample", None)
+    if not isinstance(sample, Mapping) or "input" not in sample:
+        return None
+    value = sample["input"]
+    tensors = [t for t in pytree.tree_leaves(value) if isinstance(t, torch.Tensor)]
+    if not tensors or any(t.dim() == 0 or t.shape[0] == 0 for t in tensors):
+        return None
+    return (pytree.tree_map(lambda t: t.detach()[:max_samples] if isinstance(t, torch.Tensor) else t, value),)
+
+
+#: The class whose `input_shape` is Classy Vision's (3, 224, 224) default, not a shape a model declared.
+CLASSY_DEFAULT_INPUT_SHAPE_OWNER = "classy_vision.models.classy_model.ClassyModel"
+
+
+def _declares_input_shape(model: nn.Module) -> bool:
+    """Whether `input_shape` comes from the model itself, not from Classy Vision's `ClassyModel`, which
+    answers (3, 224, 224) for every model that does not declare one."""
+    inner = getattr(model, "classy_model", model)  # a Classy model with heads is a wrapper around it
+    if "input_shape" in vars(inner):
+        return True
+    owner = next((cls for cls in type(inner).__mro__ if "input_shape" in vars(cls)), None)
+    return owner is not None and f"{owner.__module__}.{owner.__qualname__}" != CLASSY_DEFAULT_INPUT_SHAPE_OWNER
+
+
+def example_args(
+    hook: str, task: Any, model: nn.Module, min_batch: int = 1, seen: tuple[Any, ...] | None = None
+) -> tuple[Any, ...]:
     """Positional arguments for one forward of `model` on a real input.
 
-    Prefers the input of `task.last_batch` (real data with its real dtype, so models taking token
-    ids or uint8 images work): a tensor, or a tuple/list/dict of tensors passed as one argument
-    (as a Classy Vision model receives `sample["input"]`), at most `MAX_EXAMPLE_SAMPLES` samples of
-    each; falls back to a seeded random batch of `model.input_shape`. With `model.input_key`, the
-    input is passed as `{input_key: input}`. The batch is repeated up to `min_batch` samples when needed.
+    In order: the input of `task.last_batch`, else `seen` (a batch kept from an earlier step:
+    Classy Vision's ClassificationTask clears `last_batch` when a phase runs out of data, so it is
+    None at `on_end`), at most `MAX_EXAMPLE_SAMPLES` samples (real data with its real dtype, so
+    models taking token ids or uint8 images work); else a seeded random batch of `model.input_shape`,
+    which is logged (a warning when that shape is only Classy Vision's default). The batch is
+    repeated up to `min_batch` samples when needed.
     """
-    key = _input_key(model, hook)
-    example: Any = None
-    last_batch = getattr(task, "last_batch", None)
-    sample = getattr(last_batch, "sample", None) if last_batch is not None else None
-    if isinstance(sample, Mapping):
-        candidate = sample.get(key or "input")
-        if _example_leaves_ok(candidate):
-            example = pytree.tree_map(lambda t: t.detach()[:MAX_EXAMPLE_SAMPLES], candidate)
-    if example is None:
-        shape = getattr(model, "input_shape", None)
-        if not (isinstance(shape, Sequence) and shape and all(isinstance(d, int) and d > 0 for d in shape)):
+    args = example_from_batch(task, MAX_EXAMPLE_SAMPLES) or seen
+    if args is None:
+        shape: Any = getattr(model, "input_shape", None)
+        if shape is None:
             raise TaskContractError(
-                f"{hook}: no example input: task.last_batch has no input tensor and "
-                f"{type(model).__name__}.input_shape is {shape!r}. Set base_model.input_shape to the "
-                "per-sample shape (no batch dimension), e.g. (3, 224, 224), or export after a phase has run."
+                f"{hook}: no example input: task.last_batch has no 'input' and {model.__class__.__name__}.input_shape "
+                "is None. Set base_model.input_shape to the per-sample shape (no batch dimension), e.g. (3, 224, 224), "
+                "or export after a phase has run."
             )
-        generator = torch.Generator().manual_seed(0)
-        example = torch.randn(max(4, min_batch), *shape, generator=generator)
-    example = pytree.tree_map(lambda t: _repeat_to(t, min_batch), example)
-    return ({key: example},) if key else (example,)
+        size = max(4, min_batch)
+        args = example_from_shape(hook, model, size)
+        declared = _declares_input_shape(model)
+        logger.log(
+            logging.INFO if declared else logging.WARNING,
+            "%s: no batch was seen (task.last_batch has no 'input'), so the example input is a seeded random batch "
+            "of %d samples of %s.input_shape %s%s.",
+            hook,
+            size,
+            model.__class__.__name__,  # of a Classy model with heads: the class its wrapper stands for
+            tuple(shape),
+            ""
+            if declared
+            else (
+                ", Classy Vision's default for models that declare none. If the model takes another shape, set "
+                "base_model.input_shape to its per-sample shape (no batch dimension), or run a phase before on_end"
+            ),
+        )
+    repeated: tuple[Any, ...] = pytree.tree_map(
+        lambda t: _repeat_to(t, min_batch) if isinstance(t, torch.Tensor) else t, args
+    )
+    return repeated
 
 
 def _repeat_to(tensor: torch.Tensor, min_batch: int) -> torch.Tensor:
@@ -255,14 +330,22 @@ class ModelExportHookBase(ClassyHook):
 
     def __init__(self, folder: str, folder_arg: str, device: str) -> None:
         super().__init__()
+        self._seen_batch: tuple[Any, ...] | None = None
         self.folder = check_str(self.name(), folder_arg, folder)
         self._folder_arg = folder_arg
         self.device = check_device(self.name(), device)
         self.output_path = join(folder, self.file_name)  # folder may be an fsspec URL (uploaded whole)
 
     on_phase_start = ClassyHook._noop
-    on_step = ClassyHook._noop
     on_phase_end = ClassyHook._noop
+
+    def on_step(self, task: Any) -> None:
+        """Primary rank, until one is kept: a copy of the batch's input, the example if `on_end` sees no last batch."""
+        if self._seen_batch is not None or not is_primary():
+            return
+        args = example_from_batch(task, MAX_EXAMPLE_SAMPLES)
+        if args is not None:  # copied: a slice would keep the whole batch alive
+            self._seen_batch = pytree.tree_map(lambda t: t.clone() if isinstance(t, torch.Tensor) else t, args)
 
     def on_start(self, task: Any) -> None:
         """Check `task.base_model` (every rank: not FSDP-sharded); primary: the folder and the device."""
@@ -313,7 +396,7 @@ class ModelExportHookBase(ClassyHook):
         target = torch.device(self.device)
         hook = self.name()
         with eval_mode(model):
-            args = example_args(hook, task, model, self._min_batch())
+            args = example_args(hook, task, model, self._min_batch(), self._seen_batch)
             with torch.no_grad():
                 source = model_device(model)
                 expected = model(*to_device(args, source))

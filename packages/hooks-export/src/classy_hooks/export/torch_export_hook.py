@@ -46,8 +46,10 @@ class TorchExportHook(ModelExportHookBase):
     plain parameter names); an FSDP2-sharded one is refused in `on_start` on every rank.
 
     What it reads: `task.base_model` (optional `input_shape`, `input_key`) and
-    `task.last_batch.sample["input"]` (up to 16 samples of the last batch are the example input;
-    `input_shape` gives a seeded random batch when there is no last batch).
+    `task.last_batch.sample["input"]`. The example input is up to 16 samples of the last batch at
+    `on_end`, else of the first batch the hook saw in `on_step` (a ClassificationTask has cleared
+    `last_batch` by `on_end`), else a seeded random batch of 4 of `input_shape` (logged; a warning
+    when it is only Classy Vision's (3, 224, 224) default).
     """
 
     file_name = "exported_program.pt2"

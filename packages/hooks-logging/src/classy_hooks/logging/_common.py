@@ -1,4 +1,4 @@
-"""Helpers shared by the logging hooks: readable numbers, TensorBoard tags, example inputs, writer kwargs."""
+"""Helpers shared by the logging hooks: readable numbers, TensorBoard tags, learning rates, writer kwargs."""
 
 from __future__ import annotations
 
@@ -7,10 +7,9 @@ import math
 import re
 import time
 from collections.abc import Mapping, Sequence
-from typing import Any, TypeGuard
+from typing import Any
 
 import torch
-from torch import nn
 
 from classy_hooks.core.validation import check_plain_data, config_error
 
@@ -117,67 +116,6 @@ def meter_values(meter: Any) -> dict[str, float]:
         if number is not None:
             out[str(key)] = number
     return out
-
-
-def model_device(model: nn.Module) -> torch.device:
-    """Device of the model's first parameter or buffer (CPU for a model with neither)."""
-    for param in model.parameters():
-        return param.device
-    for buffer in model.buffers():
-        return buffer.device
-    return torch.device("cpu")
-
-
-def has_input_shape(model: nn.Module) -> bool:
-    return getattr(model, "input_shape", None) is not None
-
-
-def _is_sequence(value: Any) -> TypeGuard[Sequence[Any]]:
-    return isinstance(value, Sequence) and not isinstance(value, (str, bytes))
-
-
-def _is_int_shape(value: Any) -> TypeGuard[Sequence[int]]:
-    """A non-empty sequence of non-negative ints (a string like "3x224x224" is not one)."""
-    return (
-        _is_sequence(value)
-        and bool(value)
-        and all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in value)
-    )
-
-
-def input_from_shape(model: nn.Module, batch_size: int = 1) -> tuple[Any, ...]:
-    """Positional args of zeros built from `model.input_shape` (per-sample shape, no batch dim).
-
-    `input_shape` is a sequence of ints (one tensor) or a sequence of such sequences (one tensor
-    each); with `model.input_key` (a string) the single tensor is passed as `{input_key: tensor}`.
-    """
-    shape = model.input_shape
-    device = model_device(model)
-    if _is_int_shape(shape):
-        tensors: list[torch.Tensor] = [torch.zeros(batch_size, *shape, device=device)]
-    elif _is_sequence(shape) and shape and all(_is_int_shape(s) for s in shape):
-        tensors = [torch.zeros(batch_size, *s, device=device) for s in shape]
-    else:
-        raise ValueError(
-            f"base_model.input_shape must be a sequence of non-negative ints or of such sequences, got {shape!r}. "
-            "Set it to the per-sample shape without the batch dimension, e.g. (3, 224, 224)"
-        )
-    key = getattr(model, "input_key", None)
-    if isinstance(key, str) and len(tensors) == 1:
-        return ({key: tensors[0]},)
-    return tuple(tensors)
-
-
-def input_from_batch(task: Any, batch_size: int | None = 1) -> tuple[Any, ...] | None:
-    """Positional args taken from `task.last_batch.sample["input"]` (first `batch_size` samples)."""
-    last_batch = getattr(task, "last_batch", None)
-    sample = getattr(last_batch, "sample", None)
-    if not isinstance(sample, Mapping) or "input" not in sample:
-        return None
-    value = sample["input"]
-    if isinstance(value, torch.Tensor):
-        return (value[:batch_size].detach() if batch_size is not None else value.detach(),)
-    return (value,)
 
 
 #: Keyword arguments tensorboardX's SummaryWriter accepts (checked before anything is created).

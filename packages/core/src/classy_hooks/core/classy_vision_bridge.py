@@ -5,8 +5,9 @@ Classy Vision's `ClassificationTask.set_hooks` asserts `isinstance(hook, classy_
 declares `classy_hooks.core.ClassyHook` a virtual subclass of Classy Vision's (`abc.ABCMeta.register`, its public
 API) and registers every classy-hooks hook in Classy Vision's registry, so an unmodified task, `build_task` and
 `LocalTrainer` run classy-hooks hooks. The hooks themselves are not wrapped: they are the same objects,
-so hooks that look for each other in `task.hooks` (precise BN and the EMA, the checkpoint hook's reordering) keep
-working. Classy Vision's module is passed in, so classy-hooks-core never imports it (nor torch).
+so hooks that look for each other in `task.hooks` (precise BN and the EMA) keep working. Classy Vision's loop calls
+`task.hooks` in list order: pass `ordered_hooks(hooks)` to `set_hooks` (CheckpointHook warns otherwise).
+Classy Vision's module is passed in, so classy-hooks-core never imports it (nor torch).
 """
 
 from __future__ import annotations

@@ -10,6 +10,7 @@ import logging
 import os
 import re
 import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -247,3 +248,33 @@ def test_a_file_another_process_wrote_is_seen_despite_the_listing_cache(s3_bucke
     code = f"import fsspec; fsspec.filesystem('s3').pipe_file({folder.removeprefix('s3://') + '/part'!r}, b'rank 1')"
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
     assert file_exists(join(folder, "part")) and read_bytes(join(folder, "part")) == b"rank 1"
+
+
+@pytest.mark.parametrize(
+    ("config", "hook", "arg"),
+    [
+        ({"name": "checkpoint", "checkpoint_folder": "gs://bucket/run"}, "CheckpointHook", "checkpoint_folder"),
+        ({"name": "output_csv", "folder": "gs://bucket/run"}, "OutputCSVHook", "folder"),
+        ({"name": "torchscript", "torchscript_folder": "gs://bucket/run"}, "TorchscriptHook", "torchscript_folder"),
+        ({"name": "torch_export", "export_folder": "gs://bucket/run"}, "TorchExportHook", "export_folder"),
+        ({"name": "tensorboard_plot", "summary_writer": {"logdir": "gs://bucket/run"}}, "TensorboardPlotHook",
+         "summary_writer"),
+        ({"name": "model_tensorboard", "summary_writer": {"logdir": "gs://bucket/run"}}, "ModelTensorboardHook",
+         "summary_writer"),
+    ],
+    ids=lambda value: value if isinstance(value, str) and value[0].isupper() else None,
+)
+def test_every_writing_hook_names_itself_its_argument_and_the_package_of_a_missing_filesystem(
+    config: dict[str, Any], hook: str, arg: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """gs:// without gcsfs (its import made to fail, as where it is not installed): the error comes in on_start."""
+    from classy_hooks.core import build_hook
+    from classy_hooks.core.errors import MissingExtraError
+
+    monkeypatch.setitem(sys.modules, "gcsfs", None)
+    monkeypatch.chdir(tmp_path)
+    task = make_task([build_hook(config)], num_epochs=1)
+    with pytest.raises(MissingExtraError, match=rf"^{hook}: argument '{arg}' = 'gs://bucket/run' needs the fsspec "
+                       r"filesystem for 'gs://'.*Install it with: pip install gcsfs$"):
+        task.run()
+    assert task.num_updates == 0 and os.listdir(tmp_path) == []  # nothing trained, no local folder 'gs:'

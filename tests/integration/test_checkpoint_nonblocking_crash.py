@@ -28,7 +28,7 @@ class Ballast(ClassyHook):
         self.state.ballast = torch.ones(40_000_000)
     def on_phase_start(self, task):
         if task.phase_idx == 1:
-            print("in flight:", checkpoint._thread is not None and checkpoint._thread.is_alive(), flush=True)
+            print("in flight:", checkpoint.save_in_flight, flush=True)
             raise RuntimeError("training crashed")
 
 checkpoint = CheckpointHook(sys.argv[1], non_blocking=True)

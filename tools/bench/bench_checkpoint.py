@@ -7,16 +7,18 @@ to the floor measured in the same round (so a slow disk moment slows the floor a
 
 - synchronous save (`CheckpointHook.on_phase_end`: temp file, fsync, per-phase link, rename, folder
   fsync) / floor "raw write": `os.write` of the same bytes (read back from the checkpoint file)
-  to a new file, fsync of the file and of the folder. `torch.save` + fsync is shown beside it.
+  to a new file, fsync of the file and of the folder. `torch.save` + fsync is shown beside it, and the
+  CPU time of both (on a machine whose cores are busy, wall time follows CPU time, not the disk).
 - non-blocking save stall (`CheckpointHook(non_blocking=True).on_phase_end`) / floor "memcpy": one
   `torch._foreach_copy_` of the state's tensors into preallocated buffers. Each background write is
   waited for outside the timed region, as a phase longer than a save would.
 - the writer's cost to the training steps that follow: a torchvision resnet18 CPU training step (batch 8,
   64x64) timed while the background write of the ResNet-50 state runs, / the same step with no write.
-- load (`load_checkpoint`, checksum verified) and resume (`resume_task` into a fresh ResNet-50 + SGD task)
-  / floor "mmap load": `torch.load(mmap=True, weights_only=True)` + `load_state_dict` of model and
-  optimizer. A plain `torch.load(weights_only=True)` and today's resume recipe (it + `load_state_dict`)
-  are shown beside it.
+- load (`load_checkpoint`, checksum verified, memory-mapped) / floor "mmap load": `torch.load(mmap=True,
+  weights_only=True)`; a plain `torch.load(weights_only=True)` is shown beside it.
+- resume (`resume_task` into a fresh ResNet-50 + SGD task) / floor `torch.load(mmap=True, weights_only=True)`
+  + `load_state_dict` of model and optimizer; the previous recipe (plain `torch.load` + `load_state_dict`)
+  is shown beside it.
 
 Sharded (FSDP2), under torchrun: torchrun --nproc_per_node 2 tools/bench/bench_checkpoint.py [--rounds 3]
 The ResNet-50 is sharded with `fully_shard` (each block and the root) on gloo ranks; each rank holds
@@ -158,6 +160,14 @@ def _timed(action: Callable[[], Any]) -> float:
     return time.perf_counter() - start
 
 
+def _timed_with_cpu(action: Callable[[], Any], cpu: list[float]) -> float:
+    """Wall time of `action`; its CPU time (every thread of the process) is appended to `cpu`."""
+    start_cpu = time.process_time()
+    wall = _timed(action)
+    cpu.append(time.process_time() - start_cpu)
+    return wall
+
+
 def _fsync_path(path: str) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -240,9 +250,10 @@ def main() -> None:
             "step alone",
             "step beside write",
             "mmap load",
+            "mmap load + load_state_dict",
             "torch.load",
             "load_checkpoint",
-            "today's resume",
+            "torch.load resume",
             "resume_task",
         )
     }
@@ -252,19 +263,24 @@ def main() -> None:
         _fsync_path(bare)
         _fsync_path(folder)
 
+    def mmap_load() -> None:
+        torch.load(latest, weights_only=True, mmap=True)
+
     def mmap_floor() -> None:
         loaded = torch.load(latest, weights_only=True, mmap=True)["classy_state_dict"]
         fresh.set_classy_state(loaded)
 
-    def todays_resume() -> None:
+    def torch_load_resume() -> None:
         fresh.set_classy_state(torch.load(latest, weights_only=True)["classy_state_dict"])
 
     steps_beside: list[int] = []
+    cpu: dict[str, list[float]] = {"raw write": [], "synchronous save": []}
     for phase in range(args.rounds):
         task.phase_idx = phase
-        times["raw write"].append(_timed(partial(_raw_write, os.path.join(folder, f"raw-{phase}.torch"), data)))
+        raw = partial(_raw_write, os.path.join(folder, f"raw-{phase}.torch"), data)
+        times["raw write"].append(_timed_with_cpu(raw, cpu["raw write"]))
         times["torch.save + fsync"].append(_timed(torch_save))
-        times["synchronous save"].append(_timed(lambda: sync.on_phase_end(task)))
+        times["synchronous save"].append(_timed_with_cpu(lambda: sync.on_phase_end(task), cpu["synchronous save"]))
         times["memcpy"].append(_timed(lambda: torch._foreach_copy_(buffers, sources)))
         times["non-blocking stall"].append(_timed(lambda: nonblocking.on_phase_end(task)))
         beside = steps.time_steps_while(lambda: nonblocking.save_in_flight)
@@ -281,10 +297,11 @@ def main() -> None:
         ):
             if path not in newest:
                 os.unlink(path)
-        times["mmap load"].append(_timed(mmap_floor))
+        times["mmap load"].append(_timed(mmap_load))
+        times["mmap load + load_state_dict"].append(_timed(mmap_floor))
         times["torch.load"].append(_timed(lambda: torch.load(latest, weights_only=True)))
         times["load_checkpoint"].append(_timed(lambda: load_checkpoint(latest)))
-        times["today's resume"].append(_timed(todays_resume))
+        times["torch.load resume"].append(_timed(torch_load_resume))
         times["resume_task"].append(_timed(lambda: resume_task(fresh, latest)))
     nonblocking.on_end(task)
 
@@ -309,15 +326,21 @@ def main() -> None:
         ("mmap load", "mmap load"),
         ("torch.load", "mmap load"),
         ("load_checkpoint", "mmap load"),
-        ("today's resume", "mmap load"),
-        ("resume_task", "mmap load"),
+        ("mmap load + load_state_dict", "mmap load + load_state_dict"),
+        ("torch.load resume", "mmap load + load_state_dict"),
+        ("resume_task", "mmap load + load_state_dict"),
     ]
     for name, floor in rows:
-        print(f"  {name:20s} {ms(name)}   {ratio(name, floor):5.2f}x {floor}")
+        print(f"  {name:27s} {ms(name)}   {ratio(name, floor):5.2f}x {floor}")
     print(f"  training steps run during each background write: median {statistics.median(steps_beside)}")
+    cpu_ratio = statistics.median(a / b for a, b in zip(cpu["synchronous save"], cpu["raw write"]))
+    print(
+        f"  CPU time (all threads): raw write {statistics.median(cpu['raw write']) * 1e3:.1f} ms, synchronous save "
+        f"{statistics.median(cpu['synchronous save']) * 1e3:.1f} ms ({cpu_ratio:.2f}x)"
+    )
     print(f"  load_checkpoint / torch.load: {ratio('load_checkpoint', 'torch.load'):5.2f}x")
-    todays = "today's resume"
-    print(f"  resume_task / today's resume: {ratio('resume_task', todays):5.2f}x")
+    plain = "torch.load resume"
+    print(f"  resume_task / torch.load resume: {ratio('resume_task', plain):5.2f}x")
     shutil.rmtree(folder)
 
 

@@ -14,10 +14,11 @@ rounds of its ratio to the training step measured in the same round (the floor h
 - step checkpoint stall, non-blocking: the same with `non_blocking=True` (the CPU copy on the training
   thread); the background write is waited for outside the timed region.
 - on_step when nothing is due (preemption on, no collective on one process) / one training step.
-- SIGTERM to exit: a real `tools/train.py` process (same model) with `preemption_signals=["SIGTERM"]` is
-  signalled while training; the time until its preemption checkpoint is written (the file's mtime: finish
-  the step, save) and until it has exited (interpreter teardown included) is shown beside one synchronous
-  save of the same state and one step.
+- SIGTERM to exit: a real `tools/train.py` process (same model, a checkpoint after every step, so the time
+  between two of its step checkpoints is "one step + one save" in that process) is signalled halfway into a
+  step; the time until its preemption checkpoint is written (the file's mtime) and until it has exited are
+  ratios of that step + save. Beside them, the floor of any exit: the teardown of a process that imported
+  torch and took one resnet18 step (from its last line to its end).
 
 --agreement (under torchrun, gloo): the cost of the ranks' agreement on a preemption signal, one all_reduce of
 two float64 per check, as `on_step` measures it with `agree_every_n_steps` 1 and 8 (per step, averaged) / one
@@ -88,13 +89,31 @@ def _torch_save_fsync(state: Any, path: str) -> float:
     return time.perf_counter() - start
 
 
-def _sigterm_to_exit(folder: str) -> tuple[float, float]:
-    """Seconds from SIGTERM to the preemption checkpoint's last write, and to the exit, of a real tools/train.py
-    run (resnet18) that is training."""
+TEARDOWN = """
+import sys, time, torch, torchvision
+model = torchvision.models.resnet18(num_classes=10)
+optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+model(torch.randn(8, 3, 64, 64)).sum().backward()
+optimizer.step()
+print(time.time(), flush=True)
+sys.exit(75)
+"""
+
+
+def _teardown_floor() -> float:
+    """Seconds a process that imported torch and took one resnet18 step needs to exit (interpreter teardown)."""
+    proc = subprocess.run([sys.executable, "-c", TEARDOWN], capture_output=True, text=True, check=False)
+    return time.time() - float(proc.stdout.split()[-1])
+
+
+def _sigterm_to_exit(folder: str) -> tuple[float, float, float]:
+    """A real tools/train.py run (resnet18, a checkpoint after every step) signalled while training: seconds of one
+    step with its checkpoint there (between two step checkpoints), from SIGTERM to its preemption checkpoint
+    written, and from SIGTERM to the exit."""
     config = dict(CONFIG)
     config["hooks"] = [
         {"name": "checkpoint", "checkpoint_folder": "{run_dir}/ckpt", "preemption_signals": ["SIGTERM"],
-         "checkpoint_every_n_steps": 3}
+         "checkpoint_every_n_steps": 1}
     ]
     run_dir = os.path.join(folder, f"run-{time.monotonic_ns()}")
     os.makedirs(run_dir)
@@ -108,20 +127,23 @@ def _sigterm_to_exit(folder: str) -> tuple[float, float]:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    first = os.path.join(run_dir, "ckpt", "model_phase-0_batch-3.torch")
-    while not os.path.exists(first):  # training runs, the handler is installed
+    ckpt = Path(run_dir, "ckpt")
+    while not (ckpt / "model_phase-0_batch-4.torch").exists():  # training runs (warmed up), handlers installed
         if proc.poll() is not None:
-            raise RuntimeError("the training run ended before its first step checkpoint")
+            raise RuntimeError("the training run ended before its 4th step checkpoint")
         time.sleep(0.005)
-    time.sleep(0.3)  # some way into a later step
+    step_with_save = (ckpt / "model_phase-0_batch-4.torch").stat().st_mtime - (
+        ckpt / "model_phase-0_batch-3.torch"
+    ).stat().st_mtime
+    time.sleep(step_with_save / 2)  # some way into the next step
     start, wall = time.perf_counter(), time.time()
     proc.send_signal(signal.SIGTERM)
     code = proc.wait()
     seconds = time.perf_counter() - start
     if code != 75:
         raise RuntimeError(f"the run exited with {code}, not 75, after SIGTERM")
-    (written,) = Path(run_dir, "ckpt").glob("*_preempted.torch")
-    return written.stat().st_mtime - wall, seconds
+    (written,) = ckpt.glob("*_preempted.torch")
+    return step_with_save, written.stat().st_mtime - wall, seconds
 
 
 def single_process(rounds: int) -> None:
@@ -139,7 +161,8 @@ def single_process(rounds: int) -> None:
     for _ in range(3):
         stepper.step()  # warm-up
     state_mb = sum(t.numel() * t.element_size() for t in task.base_model.state_dict().values()) * 2 / 1e6
-    rows: dict[str, list[float]] = {k: [] for k in ("step", "sync", "async", "save", "idle", "saved", "sigterm")}
+    rows: dict[str, list[float]] = {k: [] for k in ("step", "sync", "async", "save", "idle")}
+    rows.update({k: [] for k in ("there", "saved", "sigterm", "teardown")})
     for r in range(rounds):
         step = statistics.median(stepper.step() for _ in range(3))
         rows["step"].append(step)
@@ -152,9 +175,11 @@ def single_process(rounds: int) -> None:
         stepper.step()
         rows["idle"].append(_timed(idle_hook.on_step, task) / step)
         if r < max(3, rounds // 2):
-            saved, exited = _sigterm_to_exit(folder)
-            rows["saved"].append(saved / step)
-            rows["sigterm"].append(exited / step)
+            there, saved, exited = _sigterm_to_exit(folder)
+            rows["there"].append(there)
+            rows["saved"].append(saved / there)
+            rows["sigterm"].append(exited / there)
+            rows["teardown"].append(_teardown_floor() / there)
         print(f"round {r + 1}/{rounds}: step {step * 1e3:.1f} ms", flush=True)
     for hook in (sync_hook, async_hook, idle_hook):
         hook.on_end(task)
@@ -166,14 +191,20 @@ def single_process(rounds: int) -> None:
         "save": "  floor of its write: torch.save + fsync of the same state",
         "async": "step checkpoint stall, non_blocking=True (CPU copy)",
         "idle": "on_step with nothing due (preemption on, 1 process)",
-        "saved": "SIGTERM to its checkpoint written (tools/train.py, real process)",
-        "sigterm": "SIGTERM to process exit (tools/train.py, real process)",
     }
     for key, label in labels.items():
         values = rows[key]
         print(f"  {label:62s} {statistics.median(values):8.3f}x  ({statistics.median(values) * step_ms:8.1f} ms)")
-    sigterm, save = statistics.median(rows["sigterm"]), statistics.median(rows["sync"])
-    print(f"  SIGTERM-to-exit / one synchronous step checkpoint: {sigterm / save:.2f}x")
+    there = statistics.median(rows["there"]) * 1e3
+    print(f"a real tools/train.py process (its own threads), one step + its checkpoint there: {there:.0f} ms; "
+          "as a ratio of that:")
+    for key, label in {
+        "saved": "SIGTERM to its preemption checkpoint written",
+        "sigterm": "SIGTERM to process exit",
+        "teardown": "  floor of the exit: teardown of a process that imported torch",
+    }.items():
+        values = rows[key]
+        print(f"  {label:62s} {statistics.median(values):8.3f}x  ({statistics.median(values) * there:8.1f} ms)")
 
 
 def agreement(rounds: int) -> None:

@@ -365,7 +365,14 @@ class CheckpointHook(ClassyHook):
         if signum:
             self._finish_preemption_save()
             signal_name = signal.Signals(signum).name
-            logger.warning("%s: %s received; checkpoint %s written, stopping training.", self.name(), signal_name, name)
+            if is_primary() and self.state.written[-1:] != [name]:  # on_save_error="warn" and the disk failed
+                logger.error(
+                    "%s: %s received but checkpoint %s could not be written (see above); stopping training, the "
+                    "previous checkpoint stays the latest.", self.name(), signal_name, name
+                )
+                name = LATEST_CHECKPOINT
+            else:
+                logger.warning("%s: %s received; checkpoint %s written, stopping.", self.name(), signal_name, name)
             raise TrainingPreempted(signal_name, join(self.checkpoint_folder, name))
 
     def _finish_preemption_save(self) -> None:

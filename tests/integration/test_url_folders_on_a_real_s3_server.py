@@ -92,8 +92,6 @@ def test_tensorboard_events_land_in_s3_and_read_back(s3_bucket: str, tmp_path: P
     assert [step for step, _ in scalars["Losses/train"]] == [8, 16] and len(scalars["Losses/test"]) == 2
 
 
-
-
 class _BucketOutage(ClassyHook):
     """Deletes the bucket when phase `down` starts (after every on_start check passed), recreates it at `up`."""
 

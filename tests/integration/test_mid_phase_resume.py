@@ -12,27 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
 
 from classy_hooks.core import ClassyHook
 from classy_hooks.model import CheckpointHook, ExponentialMovingAverageModelHook, load_checkpoint, resume_task
-from helpers import make_task, run_training, tiny_config
-
-
-def assert_same(a: Any, b: Any, path: str = "state") -> None:
-    """Deep equality of two states: tensors bit for bit (dtype and shape too), containers key by key."""
-    if isinstance(a, torch.Tensor):
-        assert isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b), path
-    elif isinstance(a, dict):
-        assert isinstance(b, dict) and set(a) == set(b), f"{path}: keys {set(a) ^ set(b)}"
-        for key in a:
-            assert_same(a[key], b[key], f"{path}[{key!r}]")
-    elif isinstance(a, (list, tuple)):
-        assert isinstance(b, (list, tuple)) and len(a) == len(b), f"{path}: lengths"
-        for i, (x, y) in enumerate(zip(a, b)):
-            assert_same(x, y, f"{path}[{i}]")
-    else:
-        assert a == b, f"{path}: {a!r} != {b!r}"
+from helpers import assert_same, make_task, run_training, tiny_config
 
 
 def _hooks(folder: Path) -> list[ClassyHook]:

@@ -21,11 +21,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_mid_phase_resume import assert_same
 
 from classy_hooks.core.preemption import PREEMPTED_EXIT_CODE
 from classy_hooks.model import load_checkpoint
-from helpers import ROOT, subprocess_env, tiny_config, torchrun_command, train_command, write_config
+from helpers import ROOT, assert_same, subprocess_env, tiny_config, torchrun_command, train_command, write_config
 
 WORKER = Path(__file__).with_name("preemption_worker.py")
 SIGNALS_UNDER_TORCHRUN = 20

@@ -18,7 +18,7 @@ from classy_hooks.core import ClassyHook, HookConfigError, TaskContractError, bu
 from classy_hooks.core.preemption import PREEMPTED_EXIT_CODE, TrainingPreempted
 from classy_hooks.model import CheckpointHook, load_checkpoint
 from classy_hooks.model.checkpoint_io import list_checkpoints, resume_task
-from helpers import make_task
+from helpers import assert_same, make_task
 
 
 def _names(folder: Path) -> list[str]:
@@ -187,3 +187,21 @@ def test_sharded_checkpoints_are_pruned_too(tmp_path: Path) -> None:
     make_task([hook], num_epochs=2).run()
     assert _names(tmp_path) == ["checkpoint.latest", "model_phase-3_end.dcp"]
     assert load_checkpoint(tmp_path)["classy_state_dict"]["phase_idx"] == 3
+
+
+def test_a_signal_during_a_test_phase_stops_at_its_end_and_resumes_bit_identically(tmp_path: Path) -> None:
+    straight = make_task([CheckpointHook(str(tmp_path / "straight"), preemption_signals=["SIGTERM"])])
+    straight.run()
+    hook = CheckpointHook(str(tmp_path / "stopped"), preemption_signals=["SIGTERM"])
+    task = make_task([hook, _SignalAt(1, 2, [signal.SIGTERM])])  # phase 1 is a test phase: no optimizer step
+    with pytest.raises(TrainingPreempted) as stop:
+        task.run()
+    assert stop.value.checkpoint == os.path.join(str(tmp_path / "stopped"), "model_phase-1_end.torch")
+    assert _names(tmp_path / "stopped") == ["checkpoint.torch", "model_phase-0_end.torch", "model_phase-1_end.torch"]
+    resumed = make_task([CheckpointHook(str(tmp_path / "stopped"), preemption_signals=["SIGTERM"])])
+    resume_task(resumed, tmp_path / "stopped")
+    resumed.run()
+    final, expected = resumed.get_classy_state(), straight.get_classy_state()
+    for state in (final, expected):
+        del state["hooks"]["CheckpointHook"]["written"]  # the stopped run also wrote model_phase-1_end.torch
+    assert_same(expected, final)

@@ -328,21 +328,33 @@ class CheckpointHook(ClassyHook):
             self._save_group = dist.new_group(backend="gloo")
 
     def on_phase_end(self, task: Any) -> None:
+        saved = self._save_at_phase_end(task)
+        if self._signals and not getattr(task, "test_only", False):  # a phase end is a step boundary too
+            signum, _ = self._agree()
+            if signum:
+                name = phase_checkpoint_name(task.phase_idx)
+                if is_primary() and not saved:  # e.g. a test phase, or one checkpoint_period skips
+                    self.save(task, name)
+                self._stop_for(signum, name)
+
+    def _save_at_phase_end(self, task: Any) -> bool:
+        """The phase-end checkpoint (`phase_types`, `checkpoint_period`); True if this rank saved (or started) it."""
         if task.phase_type in self.phase_types:
             self._last_save_time = time.monotonic()  # every rank alike: the time checkpoints' clock restarts
         if task.phase_type not in self.phase_types or (not self._sharded_mode and not is_primary()):
-            return  # sharded: every rank counts and decides alike (a save is a collective)
+            return False  # sharded: every rank counts and decides alike (a save is a collective)
         self.state.phase_counter += 1
         if self.state.phase_counter % self.checkpoint_period != 0:
-            return
+            return False
         if getattr(task, "test_only", False):
-            return
+            return False
         if self._sharded_mode:
             from classy_hooks.model.sharded_checkpoint import sharded_checkpoint_name
 
             self.save_sharded(task, sharded_checkpoint_name(task.phase_idx))
         else:
             self.save(task, phase_checkpoint_name(task.phase_idx))
+        return True
 
     def on_step(self, task: Any) -> None:
         """After an optimizer step of a train phase: save if N steps or T seconds passed or a signal arrived."""
@@ -363,17 +375,22 @@ class CheckpointHook(ClassyHook):
             self.save(task, name, data_position=position)
         self._last_save_time = time.monotonic()
         if signum:
-            self._finish_preemption_save()
-            signal_name = signal.Signals(signum).name
-            if is_primary() and self.state.written[-1:] != [name]:  # on_save_error="warn" and the disk failed
-                logger.error(
-                    "%s: %s received but checkpoint %s could not be written (see above); stopping training, the "
-                    "previous checkpoint stays the latest.", self.name(), signal_name, name
-                )
-                name = LATEST_CHECKPOINT
-            else:
-                logger.warning("%s: %s received; checkpoint %s written, stopping.", self.name(), signal_name, name)
-            raise TrainingPreempted(signal_name, join(self.checkpoint_folder, name))
+            self._stop_for(signum, name)
+
+    def _stop_for(self, signum: int, name: str) -> None:
+        """Every rank, after the preemption checkpoint `name` was saved (primary): wait until it is durable, restore
+        the signal handlers and raise `TrainingPreempted`."""
+        self._finish_preemption_save()
+        signal_name = signal.Signals(signum).name
+        if is_primary() and self.state.written[-1:] != [name]:  # on_save_error="warn" and the disk failed
+            logger.error(
+                "%s: %s received but checkpoint %s could not be written (see above); stopping training, the "
+                "previous checkpoint stays the latest.", self.name(), signal_name, name
+            )
+            name = LATEST_CHECKPOINT
+        else:
+            logger.warning("%s: %s received; checkpoint %s written, stopping.", self.name(), signal_name, name)
+        raise TrainingPreempted(signal_name, join(self.checkpoint_folder, name))
 
     def _finish_preemption_save(self) -> None:
         """Every rank: wait until the preemption checkpoint is durable; if it failed on any rank, all raise."""

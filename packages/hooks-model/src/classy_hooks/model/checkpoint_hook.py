@@ -147,7 +147,8 @@ class CheckpointHook(ClassyHook):
     - `preemption_signals=["SIGTERM", "SIGUSR1"]`: `on_start` installs a handler for each (the
       handler only sets a flag; the previous handlers are restored in `on_end` or after a
       preemption save). At the next optimizer step, all ranks agree that a signal arrived on any of
-      them, one checkpoint `model_phase-<P>_batch-<B>_preempted.torch` is written (a second signal
+      them, one checkpoint `model_phase-<P>_batch-<B>_preempted.torch` is written (at a phase end, e.g.
+      after a test phase: `model_phase-<P>_end.torch`) (a second signal
       meanwhile only sets the flag again), and `on_step` raises
       `classy_hooks.core.preemption.TrainingPreempted` on every rank; the loop exits with its
       `exit_code` (75, `PREEMPTED_EXIT_CODE`) so a scheduler can requeue. Handlers can only be

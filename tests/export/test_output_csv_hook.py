@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import torch
 
-from classy_hooks.core import HookConfigError, LastBatch, TaskContractError, build_hook
+from classy_hooks.core import ClassyHook, HookConfigError, LastBatch, TaskContractError, build_hook
 from classy_hooks.export import OutputCSVHook
 from helpers import make_task
 
@@ -78,7 +78,7 @@ def test_constructor_touches_no_file_and_on_start_checks(tmp_path: Path):
 
 
 def test_rows_match_an_independent_computation(tmp_path: Path, caplog: pytest.LogCaptureFixture):
-    """Reference loop, 2 test phases: the file holds the last one, one row per test sample, header once."""
+    """Reference loop, 2 test phases: predictions.csv holds the last one, one row per test sample, header once."""
     caplog.set_level(logging.INFO, logger="classy_hooks.export")
     hook = OutputCSVHook(str(tmp_path))
     task = make_task([hook])
@@ -97,7 +97,7 @@ def test_rows_match_an_independent_computation(tmp_path: Path, caplog: pytest.Lo
     assert len(rows) == 1 + len(data)
     written = [r.getMessage() for r in caplog.records if "predictions of test phase" in r.getMessage()]
     assert len(written) == 2 and "test phase 3" in written[-1]
-    assert os.listdir(tmp_path) == ["predictions.csv"]
+    assert sorted(os.listdir(tmp_path)) == ["predictions.csv", "predictions.phase00001.csv", "predictions.phase00003.csv"]
 
 
 def test_one_hot_and_soft_targets_give_the_class_index(tmp_path: Path):
@@ -192,3 +192,99 @@ def test_bad_batches_are_clear_errors(tmp_path: Path, output: Any, target: Any, 
     task.last_batch = batch(output, target, ids)
     with pytest.raises(ValueError, match=match):
         hook.on_step(task)
+
+
+def _phase_files(folder: Path) -> list[str]:
+    return sorted(name for name in os.listdir(folder) if name.startswith("predictions.phase"))
+
+
+def test_every_test_phase_is_kept_and_predictions_csv_is_the_latest(tmp_path: Path):
+    """As Classy Vision (which appended every test phase to one file), no phase is lost; the latest has its name."""
+    hook = OutputCSVHook(str(tmp_path))
+    task = plain_task()
+    hook.on_start(task)
+    ids = torch.tensor([1, 2])
+    for classes in [[0, 0], [1, 0], [1, 1]]:
+        output = torch.nn.functional.one_hot(torch.tensor(classes), 2).float()
+        run_phase(hook, task, [batch(output, torch.tensor([0, 1]), ids)], train=False)
+        run_phase(hook, task, [batch(output, torch.tensor([0, 1]), ids)], train=True)  # train phases write nothing
+    assert _phase_files(tmp_path) == ["predictions.phase00000.csv", "predictions.phase00002.csv", "predictions.phase00004.csv"]
+    predicted = [[row[1] for row in read_rows(tmp_path / name)[1:]] for name in _phase_files(tmp_path)]
+    assert predicted == [["0", "0"], ["1", "0"], ["1", "1"]]
+    assert read_rows(hook.output_path) == read_rows(tmp_path / "predictions.phase00004.csv")
+
+
+def test_keep_phases_false_writes_only_the_latest(tmp_path: Path):
+    hook = build_hook({"name": "output_csv", "folder": str(tmp_path), "keep_phases": False})
+    assert isinstance(hook, OutputCSVHook) and not hook.keep_phases
+    task = plain_task()
+    hook.on_start(task)
+    output, target = torch.tensor([[1.0, 0.0]]), torch.tensor([0])
+    run_phase(hook, task, [batch(output, target, torch.tensor([5]))])
+    run_phase(hook, task, [batch(output, target, torch.tensor([6]))])
+    assert os.listdir(tmp_path) == ["predictions.csv"]
+    assert read_rows(hook.output_path)[1:] == [["6", "0", "0"]]
+    with pytest.raises(HookConfigError, match="OutputCSVHook: argument 'keep_phases' must be a bool"):
+        OutputCSVHook(str(tmp_path), keep_phases="yes")
+
+
+class _Crash(Exception):
+    pass
+
+
+class _CrashAtPhase(ClassyHook):
+    """Stops the run (an exception) when phase `phase_idx` starts, after the earlier phases were written."""
+
+    on_start = on_step = on_phase_end = on_end = ClassyHook._noop
+
+    def __init__(self, phase_idx: int) -> None:
+        super().__init__()
+        self.phase_idx = phase_idx
+
+    def on_phase_start(self, task: Any) -> None:
+        if task.phase_idx == self.phase_idx:
+            raise _Crash
+
+
+def test_a_run_resumed_from_a_checkpoint_keeps_each_test_phase_once(tmp_path: Path):
+    """A run crashes after test phase 3 was written; it resumes from the checkpoint of phase 1 (test phase 3's rows
+    are the crashed run's, not the checkpoint's). The folder ends exactly as an uninterrupted run leaves it."""
+    from classy_hooks.model import CheckpointHook, resume_task
+
+    straight = tmp_path / "straight"
+    make_task([OutputCSVHook(str(straight))], num_epochs=3).run()
+
+    folder, checkpoints = tmp_path / "resumed", tmp_path / "checkpoints"
+    crashing = make_task(
+        [OutputCSVHook(str(folder)), CheckpointHook(str(checkpoints), phase_types=["test"]), _CrashAtPhase(4)],
+        num_epochs=3,
+    )
+    with pytest.raises(_Crash):
+        crashing.run()
+    assert _phase_files(folder) == ["predictions.phase00001.csv", "predictions.phase00003.csv"]
+    phase1 = os.path.join(str(checkpoints), "model_phase-1_end.torch")
+
+    seen_at_start: list[Any] = []
+
+    class LookAtStart(ClassyHook):
+        on_phase_start = on_step = on_phase_end = on_end = ClassyHook._noop
+
+        def on_start(self, task: Any) -> None:
+            seen_at_start.extend([_phase_files(folder), read_rows(folder / "predictions.csv")])
+
+    resumed = make_task([OutputCSVHook(str(folder)), LookAtStart()], num_epochs=3)
+    resume_task(resumed, phase1)
+    assert resumed.phase_idx == 1
+    resumed.run()
+    # at on_start, test phase 3 (after the checkpoint) was gone and predictions.csv was test phase 1 again
+    assert seen_at_start == [["predictions.phase00001.csv"], read_rows(folder / "predictions.phase00001.csv")]
+    assert _phase_files(folder) == _phase_files(straight) == [
+        "predictions.phase00001.csv",
+        "predictions.phase00003.csv",
+        "predictions.phase00005.csv",
+    ]
+    for name in [*_phase_files(straight), "predictions.csv"]:
+        rows = read_rows(folder / name)
+        assert rows == read_rows(straight / name), name
+        ids = [row[0] for row in rows[1:]]
+        assert len(ids) == len(set(ids)) == 64, name  # every test sample once

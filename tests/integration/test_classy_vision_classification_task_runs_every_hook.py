@@ -199,11 +199,6 @@ def test_torchscript_file_loads_and_matches_the_final_model(run: Run) -> None:
         torch.testing.assert_close(scripted(x), _final_model_output(run, x), rtol=1e-4, atol=1e-5)
 
 
-PENDING_CSV_FIX = pytest.mark.xfail(
-    strict=True, reason="issue 12 item 6 (another part): OutputCSVHook keeps only the last test phase's rows"
-)
-
-
 def test_torch_export_program_takes_classy_s_real_batch_shape(run: Run) -> None:
     x = torch.rand(5, 3, 16, 16, generator=torch.Generator().manual_seed(0))
     exported = torch.export.load(str(run.folder / "export" / "exported_program.pt2")).module()
@@ -211,7 +206,6 @@ def test_torch_export_program_takes_classy_s_real_batch_shape(run: Run) -> None:
         torch.testing.assert_close(exported(x), _final_model_output(run, x), rtol=1e-4, atol=1e-5)
 
 
-@PENDING_CSV_FIX
 def test_every_test_phase_s_predictions_are_kept(run: Run) -> None:
     rows = []
     for path in sorted((run.folder / "predictions").rglob("*.csv")):

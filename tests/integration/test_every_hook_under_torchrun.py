@@ -53,6 +53,8 @@ def test_every_hook_under_torchrun_writes_once_agrees_across_ranks_and_resumes_b
         "export/exported_program.pt2",
         "export/torchscript.pt",
         "predictions/predictions.csv",
+        "predictions/predictions.phase00001.csv",
+        "predictions/predictions.phase00003.csv",
     ]
     event_files = [f for f in files if "tfevents" in f]
     assert len(event_files) == 2, event_files  # one writer per TensorBoard hook, on rank 0 only

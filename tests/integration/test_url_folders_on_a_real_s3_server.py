@@ -72,7 +72,7 @@ def test_predictions_csv_lands_in_s3_whole(s3_bucket: str) -> None:
 
     folder = f"{s3_bucket}/predictions"
     make_task([OutputCSVHook(folder)], num_epochs=1).run()
-    assert list_url_folder(folder) == ["predictions.csv"]
+    assert list_url_folder(folder) == ["predictions.csv", "predictions.phase00001.csv"]  # the latest, every phase
     with open_url(join(folder, "predictions.csv"), "r") as remote:
         lines = remote.read().splitlines()
     assert lines[0] == "sample_id\tprediction\ttarget"
@@ -168,7 +168,9 @@ def test_train_py_writes_everything_to_s3_and_a_fresh_process_resumes_from_it_bi
     assert list_url_folder(f"{first}/checkpoints") == [
         "checkpoint.torch", *(f"model_phase-{i}_end.torch" for i in range(4))
     ]
-    assert list_url_folder(f"{first}/predictions") == ["predictions.csv"]
+    assert list_url_folder(f"{first}/predictions") == [
+        "predictions.csv", "predictions.phase00001.csv", "predictions.phase00003.csv"
+    ]
     assert len(list_url_folder(f"{first}/tensorboard")) == 1
     # a fresh process resumes from the phase-1 checkpoint on S3 and redoes phases 2 and 3
     run_training(
@@ -193,7 +195,9 @@ def test_train_py_writes_everything_to_s3_and_a_fresh_process_resumes_from_it_bi
 @pytest.mark.slow
 def test_two_gloo_ranks_write_predictions_and_checkpoints_to_s3(s3_bucket: str, tmp_path: Path) -> None:
     run_training(tmp_path, tiny_config(hooks=_hooks_writing_to(s3_bucket, "ddp")), nproc=2)
-    assert list_url_folder(f"{s3_bucket}/ddp/predictions") == ["predictions.csv"]  # the rank parts merged, removed
+    assert list_url_folder(f"{s3_bucket}/ddp/predictions") == [  # the rank parts merged, removed
+        "predictions.csv", "predictions.phase00001.csv", "predictions.phase00003.csv"
+    ]
     with open_url(f"{s3_bucket}/ddp/predictions/predictions.csv", "r") as remote:
         lines = remote.read().splitlines()
     assert len(lines) == 1 + 64 and len({line.split("\t")[0] for line in lines[1:]}) == 64

@@ -1,4 +1,4 @@
-"""OutputCSVHook: one predictions file per run, holding every test sample of the last test phase exactly once."""
+"""OutputCSVHook: every test phase's predictions, one row per test sample, and `predictions.csv` the latest phase."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ from classy_hooks.core.files import (
 )
 from classy_hooks.core.shared_folder import check_shared_folder
 from classy_hooks.core.url_files import join
-from classy_hooks.core.validation import check_str, config_error
+from classy_hooks.core.validation import check_bool, check_str, config_error
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +39,12 @@ HEADER = ("sample_id", "prediction", "target")
 FILE_NAME = "predictions.csv"
 _FORBIDDEN_DELIMITERS = ("\r", "\n", '"')
 _PART_RE = re.compile(rf"^\.{re.escape(FILE_NAME)}\.phase\d+\.rank\d+\.part$")
+_PHASE_FILE_RE = re.compile(r"^predictions\.phase(\d+)\.csv$")
+
+
+def phase_file_name(phase_idx: int) -> str:
+    """The file that keeps test phase `phase_idx`'s predictions (zero-padded: names sort in phase order)."""
+    return f"predictions.phase{phase_idx:05d}.csv"
 
 
 @register_hook("output_csv")
@@ -49,11 +55,16 @@ class OutputCSVHook(ClassyHook):
     the sample's `id_key` entry, `argmax` of the model output, and the target class (the argmax
     too for one-hot or soft `(N, C)` targets; empty when the batch has no target).
 
-    Several test phases: the file always holds the **last completed test phase** of the run,
-    one row per sample, sorted by id (numerically when every id is an integer). It is rewritten
-    atomically at the end of every test phase, so at any instant it is a complete phase (and an
-    interrupted or resumed run never leaves a half-written or doubled file); the log says which
-    phase it holds. Train phases write nothing.
+    Several test phases: every test phase is kept, as Classy Vision kept them (it appended them to
+    one file), in `<folder>/predictions.phase<phase_idx>.csv` (`task.phase_idx`, 5 digits), and
+    `predictions.csv` always holds the **latest completed test phase**: the file to read for the
+    latest predictions. Each holds one row per sample, sorted by id (numerically when every id is
+    an integer), written atomically at the end of its test phase, so at any instant each is a
+    complete phase; the log says which phase `predictions.csv` holds. `keep_phases=False` writes
+    `predictions.csv` only. A resumed run (restored `task.phase_idx` >= 0 at `on_start`) first
+    removes the phase files written after its checkpoint (a crashed run's later phases, which it
+    runs again) and puts the checkpoint's latest test phase back into `predictions.csv`: no phase
+    is duplicated and no row is appended twice. Train phases write nothing.
 
     When it acts and what it reads:
 
@@ -82,11 +93,12 @@ class OutputCSVHook(ClassyHook):
 
     task_attributes = ("train", "phase_idx", "last_batch")
 
-    def __init__(self, folder: str, id_key: str = "id", delimiter: str = "\t") -> None:
+    def __init__(self, folder: str, id_key: str = "id", delimiter: str = "\t", keep_phases: bool = True) -> None:
         super().__init__()
         name = self.name()
         self.folder = check_str(name, "folder", folder)
         self.id_key = check_str(name, "id_key", id_key)
+        self.keep_phases = check_bool(name, "keep_phases", keep_phases)
         check_str(name, "delimiter", delimiter)
         if len(delimiter) != 1 or delimiter in _FORBIDDEN_DELIMITERS:
             raise config_error(
@@ -113,6 +125,8 @@ class OutputCSVHook(ClassyHook):
             for stale in list_folder(self.folder):
                 if _PART_RE.match(stale):
                     remove_file(join(self.folder, stale))
+            if int(task.phase_idx) >= 0:
+                self._rewind_to(int(task.phase_idx))
         check_shared_folder(
             self.name(),
             "folder",
@@ -288,6 +302,29 @@ class OutputCSVHook(ClassyHook):
             keys.sort(key=int)
         except ValueError:
             keys.sort()
+        content = self._format([seen[k] for k in keys], header=True)
+        if self.keep_phases:
+            with atomic_write(join(self.folder, phase_file_name(phase)), "wb") as handle:
+                handle.write(content)
         with atomic_write(self.output_path, "wb") as handle:
-            handle.write(self._format([seen[k] for k in keys], header=True))
+            handle.write(content)
         logger.info("%s: wrote %d predictions of test phase %d to %s.", self.name(), len(keys), phase, self.output_path)
+
+    def _rewind_to(self, phase_idx: int) -> None:
+        """Resuming after phase `phase_idx`: drop later phase files, make `predictions.csv` the latest kept one."""
+        kept: list[int] = []
+        for name in list_folder(self.folder):
+            match = _PHASE_FILE_RE.match(name)
+            if match is None:
+                continue
+            if int(match.group(1)) > phase_idx:
+                remove_file(join(self.folder, name))
+                logger.info("%s: removed %s, written after the checkpoint this run resumes from.", self.name(), name)
+            else:
+                kept.append(int(match.group(1)))
+        if kept:
+            latest = join(self.folder, phase_file_name(max(kept)))
+            with atomic_write(self.output_path, "wb") as handle:
+                handle.write(read_bytes(latest))
+            logger.info("%s: resumed after phase %d; %s holds test phase %d again.", self.name(), phase_idx,
+                        self.output_path, max(kept))

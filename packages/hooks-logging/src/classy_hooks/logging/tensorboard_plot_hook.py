@@ -93,7 +93,7 @@ class TensorboardXThread:
         """
         event_writer = self._event_writer()
         events = getattr(event_writer, "_event_queue", None)
-        if event_writer is not None and events is not None:
+        if event_writer is not None and events is not None and self.alive():  # a dead thread never takes it
             from tensorboardX.proto.event_pb2 import Event  # type: ignore[import-untyped]
 
             event_writer.add_event(Event(wall_time=time.time()))

@@ -14,7 +14,13 @@ from typing import Any
 import pytest
 
 from classy_hooks.core import ClassyHook
-from classy_hooks.model import CheckpointHook, ExponentialMovingAverageModelHook, load_checkpoint, resume_task
+from classy_hooks.model import (
+    CheckpointHook,
+    ExponentialMovingAverageModelHook,
+    PreciseBatchNormHook,
+    load_checkpoint,
+    resume_task,
+)
 from helpers import assert_same, make_task, run_training, tiny_config
 
 
@@ -22,6 +28,7 @@ def _hooks(folder: Path) -> list[ClassyHook]:
     return [
         CheckpointHook(str(folder), phase_types=["train", "test"], checkpoint_every_n_steps=2),
         ExponentialMovingAverageModelHook(0.8),
+        PreciseBatchNormHook(40),  # iterates task.dataloader at phase ends: the whole phase's, after a resume too
     ]
 
 

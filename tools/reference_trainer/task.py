@@ -131,6 +131,7 @@ class ReferenceTask:
         self.dataloader: Any = None
         self.batches_done = 0  # batches of the current phase done (the data position)
         self._skipped_batches = 0  # batches of the current phase done before this process resumed it
+        self._remaining_batches: Any = None  # the loop's loader: `dataloader` without the batches already done
         self._resume_position: dict[str, Any] | None = None  # set by set_classy_state from a mid-phase checkpoint
         self.model: nn.Module = self.base_model
         self._distributed_wrapped = False
@@ -173,7 +174,7 @@ class ReferenceTask:
 
     @property
     def num_batches_per_phase(self) -> int:
-        return len(self.dataloader) + self._skipped_batches if self.dataloader is not None else 0
+        return len(self.dataloader) if self.dataloader is not None else 0
 
     @property
     def where(self) -> float:
@@ -304,7 +305,7 @@ class ReferenceTask:
             call_hooks(self.hooks, ClassyHookFunctions.on_phase_start, self)
             start = time.perf_counter()
             fetch_start = time.perf_counter()
-            for batch_idx, batch in enumerate(self.dataloader, start=self._skipped_batches):
+            for batch_idx, batch in enumerate(self._remaining_batches, start=self._skipped_batches):
                 fetch_time = time.perf_counter() - fetch_start
                 self._step(batch, batch_idx, fetch_time)
                 call_hooks(self.hooks, ClassyHookFunctions.on_step, self)
@@ -410,15 +411,18 @@ class ReferenceTask:
         self.last_batch = None
         self.batches_done = self._skipped_batches = skip_batches
         dataset = self.train_dataset if self.train else self.test_dataset
-        self.dataloader = build_loader(
-            dataset,
-            train=self.train,
-            batch_size=self.batch_size,
-            rank=get_rank(),
-            world_size=get_world_size(),
-            seed=self.config["seed"],
-            epoch=max(self.train_phase_idx, 0),
-            skip_batches=skip_batches,
+        options: dict[str, Any] = {
+            "train": self.train,
+            "batch_size": self.batch_size,
+            "rank": get_rank(),
+            "world_size": get_world_size(),
+            "seed": self.config["seed"],
+            "epoch": max(self.train_phase_idx, 0),
+        }
+        # hooks see the whole phase's loader (precise BN iterates it afresh); the loop runs what is left of it
+        self.dataloader = build_loader(dataset, **options)
+        self._remaining_batches = build_loader(dataset, skip_batches=skip_batches, **options) if skip_batches else (
+            self.dataloader
         )
         self.base_model.train(self.train)
 

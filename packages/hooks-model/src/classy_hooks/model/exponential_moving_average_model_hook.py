@@ -5,11 +5,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import torch
 from torch import nn
-from torch.distributed.tensor import DTensor
 
 from classy_hooks.core import ClassyHook, ClassyHookState, is_optimizer_step, register_hook
 from classy_hooks.core.errors import HookConfigError
@@ -27,6 +26,9 @@ from classy_hooks.model.sharded_tensors import (
     shard_full_tensor,
     sharded_like,
 )
+
+if TYPE_CHECKING:
+    from torch.distributed.tensor import DTensor
 
 logger = logging.getLogger(__name__)
 

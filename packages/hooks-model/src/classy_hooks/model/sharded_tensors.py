@@ -5,19 +5,25 @@ tensor is a view of FSDP's own sharded storage. A hook that averages or swaps we
 those local shards in place (assigning `.data` is ignored by FSDP2) and, while a forward left a
 module unsharded (no-grad forwards of the root do), reshard it first so that the registered
 parameters are the sharded DTensors again.
+
+`torch.distributed.tensor` and `torch.distributed.fsdp` cost seconds to import, so nothing here
+imports them until they are in use: while neither is imported, no DTensor or FSDP2 module can exist.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import sys
 from collections.abc import Iterable
-from typing import Any, TypeGuard
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 import torch
 from torch import nn
-from torch.distributed.fsdp import FSDPModule
-from torch.distributed.tensor import DTensor, distribute_tensor
+
+if TYPE_CHECKING:
+    from torch.distributed.fsdp import FSDPModule
+    from torch.distributed.tensor import DTensor
 
 logger = logging.getLogger(__name__)
 
@@ -27,12 +33,13 @@ TESTED_TORCH = "2.13-2.14"
 
 def is_sharded(tensor: torch.Tensor) -> TypeGuard[DTensor]:
     """True for a DTensor (an FSDP2 / tensor-parallel parameter or a copy laid out like one)."""
-    return isinstance(tensor, DTensor)
+    dtensor_module = sys.modules.get("torch.distributed.tensor")
+    return dtensor_module is not None and isinstance(tensor, dtensor_module.DTensor)
 
 
 def local_part(tensor: torch.Tensor) -> torch.Tensor:
     """The tensor this rank holds: a DTensor's local shard (a view of its storage), a plain tensor itself."""
-    if isinstance(tensor, DTensor):
+    if is_sharded(tensor):
         with torch.no_grad():
             return tensor.to_local()
     return tensor
@@ -48,6 +55,8 @@ def sharded_like(local: torch.Tensor, like: DTensor) -> DTensor:
     Where that spec is missing (a torch other than the tested ones), the public `DTensor.from_local`
     takes over, with a warning: the same DTensor, except that a host shard of a CUDA mesh moves to it.
     """
+    from torch.distributed.tensor import DTensor
+
     spec: Any = getattr(like, "_spec", None)
     tensor_meta = _tensor_meta_class()
     if spec is None or tensor_meta is None:
@@ -86,6 +95,8 @@ def shard_full_tensor(full: torch.Tensor, like: DTensor) -> DTensor:
 
     `src_data_rank=None` makes every rank use its own copy of `full`: no communication.
     """
+    from torch.distributed.tensor import distribute_tensor
+
     return distribute_tensor(full.detach(), like.device_mesh, like.placements, src_data_rank=None)
 
 
@@ -101,7 +112,10 @@ def same_layout(a: DTensor, b: DTensor) -> bool:
 
 def fsdp_modules(model: nn.Module) -> list[FSDPModule]:
     """Every module of `model` that `fully_shard` was applied to (empty for plain and DDP models)."""
-    return [m for m in model.modules() if isinstance(m, FSDPModule)]
+    fsdp = sys.modules.get("torch.distributed.fsdp")
+    if fsdp is None:
+        return []
+    return [m for m in model.modules() if isinstance(m, fsdp.FSDPModule)]
 
 
 def reshard(modules: Iterable[FSDPModule]) -> None:

@@ -153,3 +153,20 @@ def test_convert_command_rejects_a_single_file_checkpoint_clearly(tmp_path: Path
     )
     assert proc.returncode == 1
     assert "is not a sharded checkpoint" in proc.stderr and not (tmp_path / "out.torch").exists()
+
+
+def test_a_converted_checkpoint_carries_the_checksum_load_checkpoint_verifies(tmp_path: Path) -> None:
+    from classy_hooks.model import convert_sharded_checkpoint
+    from classy_hooks.model.checkpoint_file import verify_torch_file
+
+    make_task([CheckpointHook(str(tmp_path / "sharded"), sharded=True)], num_epochs=1).run()
+    converted = convert_sharded_checkpoint(tmp_path / "sharded", tmp_path / "one.torch")
+    assert verify_torch_file(converted)  # True: a checksum was there and matched
+    original = load_checkpoint(tmp_path / "sharded")["classy_state_dict"]
+    loaded = load_checkpoint(converted)["classy_state_dict"]
+    assert all(torch.equal(value, loaded["base_model"][key]) for key, value in original["base_model"].items())
+    data = bytearray(Path(converted).read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    Path(converted).write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match=r"one\.torch"):
+        load_checkpoint(converted)

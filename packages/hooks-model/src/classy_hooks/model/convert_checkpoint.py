@@ -19,10 +19,9 @@ import sys
 from collections.abc import Mapping
 from typing import Any
 
-import torch
-
 from classy_hooks.core.files import atomic_write
 from classy_hooks.core.url_files import is_url, join, local_path
+from classy_hooks.model.checkpoint_file import write_torch_file
 from classy_hooks.model.checkpoint_io import (
     LATEST_CHECKPOINT,
     CheckpointError,
@@ -62,8 +61,9 @@ def convert_sharded_checkpoint(src: str | os.PathLike[str], dst: str | os.PathLi
         target = join(target, LATEST_CHECKPOINT)
     if not is_url(target):  # a URL (s3://...) needs no folder: atomic_write uploads the file whole
         os.makedirs(os.path.dirname(os.path.abspath(target)), exist_ok=True)
-    with atomic_write(target, "wb") as handle:
-        torch.save(checkpoint, handle)
+    with atomic_write(target, "wb") as handle:  # a read-write temp file: write_torch_file reads it back
+        handle.flush()
+        write_torch_file(handle.fileno(), checkpoint)  # torch.save plus the content checksum load_checkpoint checks
     logger.info("Converted sharded checkpoint %s to %s", source, target)
     return target
 

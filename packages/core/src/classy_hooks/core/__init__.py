@@ -43,6 +43,8 @@ _EXPORTS = {
     "register_hook": "registry",
     "registered_hook_names": "registry",
     "LoopTask": "loop_task",
+    "PREEMPTED_EXIT_CODE": "preemption",
+    "TrainingPreempted": "preemption",
     "OPTIONAL_TASK_ATTRIBUTES": "task",
     "LastBatch": "task",
     "Meter": "task",
@@ -78,6 +80,7 @@ if TYPE_CHECKING:
         state_keys,
     )
     from classy_hooks.core.loop_task import LoopTask
+    from classy_hooks.core.preemption import PREEMPTED_EXIT_CODE, TrainingPreempted
     from classy_hooks.core.registry import (
         ENTRY_POINT_GROUP,
         HOOK_REGISTRY,
@@ -110,6 +113,7 @@ __all__ = [
     "HOOK_REGISTRY",
     "KNOWN_HOOKS",
     "OPTIONAL_TASK_ATTRIBUTES",
+    "PREEMPTED_EXIT_CODE",
     "RUNS_LAST",
     "ClassyHook",
     "ClassyHookFunctions",
@@ -121,6 +125,7 @@ __all__ = [
     "MissingExtraError",
     "Task",
     "TaskContractError",
+    "TrainingPreempted",
     "UnknownHookError",
     "__version__",
     "all_gather_objects",

@@ -214,3 +214,18 @@ def test_a_torch_summary_writer_is_flushed_through_its_public_api_without_a_warn
     writer.close()
     assert seen == [[8], [8, 16]]
     assert not [r for r in caplog.records if r.name.startswith("classy_hooks.logging")]
+
+
+def test_classy_vision_hook_state_continues_the_step_axis(tmp_path: Path) -> None:
+    """A checkpoint of Classy Vision's own TensorboardPlotHook: its train step count becomes `step`, nothing stray."""
+    classy_hooks = pytest.importorskip("classy_vision.hooks", reason="classy-vision is a test-only dev dependency")
+    classy_hook = classy_hooks.TensorboardPlotHook(SummaryWriter(str(tmp_path / "classy")))
+    classy_hook.state.step_count = {"train": 24, "test": 8}
+    classy_state = classy_hook.get_classy_state()
+    assert set(classy_state) == {"step_count", "cum_sample_fetch_time"}
+
+    hook = _hook(tmp_path / "ours")
+    hook.set_classy_state(classy_state)
+    assert hook.get_classy_state() == {"step": 24, "tail_step": -1, "tail": {}}
+    hook.set_classy_state({"step": 5, "tail_step": 5, "tail": {"Losses/train": 1.0}})  # our own state: as saved
+    assert hook.state.step == 5 and hook.state.tail == {"Losses/train": 1.0}

@@ -192,6 +192,19 @@ class TensorboardPlotHook(ClassyHook):
         self._phase_rates = PhaseLearningRates()
         self._failed = False
 
+    def set_classy_state(self, state_dict: Mapping[str, Any]) -> None:
+        """Restore the state; Classy Vision's own hook state (`step_count`, `cum_sample_fetch_time`) is converted.
+
+        Classy's `step_count["train"]` counts the same train iterations as `step`, so a run resumed from a
+        Classy Vision checkpoint continues its x axis; its other fields have no counterpart and are dropped.
+        """
+        state = dict(state_dict)
+        classy_steps = state.pop("step_count", None)
+        state.pop("cum_sample_fetch_time", None)
+        if isinstance(classy_steps, Mapping) and "step" not in state:
+            state["step"] = int(classy_steps.get("train", 0))
+        super().set_classy_state(state)
+
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> TensorboardPlotHook:
         """Build from `{"summary_writer": {SummaryWriter kwargs}, "log_period": 10}`.

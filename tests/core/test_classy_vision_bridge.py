@@ -13,7 +13,7 @@ from classy_hooks.core.classy_vision_bridge import use_in_classy_vision
 
 
 def test_something_other_than_classy_vision_s_hooks_module_is_a_clear_error() -> None:
-    with pytest.raises(TypeError, match=r"expected the module classy_vision\.hooks.*use_in_classy_vision\("):
+    with pytest.raises(HookConfigError, match=r"expected the module classy_vision\.hooks.*use_in_classy_vision\("):
         use_in_classy_vision(types.ModuleType("not_classy_vision"))
 
 
@@ -90,5 +90,5 @@ def test_with_a_prefix_classy_vision_s_own_hooks_keep_their_names(classy_registr
 
 
 def test_a_prefix_must_be_a_string(classy_registry: dict[str, type]) -> None:
-    with pytest.raises(TypeError, match="prefix must be a string"):
+    with pytest.raises(HookConfigError, match="prefix must be a string"):
         use_in_classy_vision(classy_hooks_module, prefix=None)  # type: ignore[arg-type]

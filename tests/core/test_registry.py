@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
+from bad_input import assert_reported
 from classy_hooks.core import (
     ClassyHook,
     HookConfigError,
@@ -147,3 +149,20 @@ def test_registry_never_uses_bare_asserts() -> None:
 
     tree = ast.parse(inspect.getsource(registry_module))
     assert not [node for node in ast.walk(tree) if isinstance(node, ast.Assert)]
+
+
+# ---- bad input: reported early, as a documented error naming the hook, the argument and the fix ----
+
+@pytest.mark.parametrize(
+    ("config", "error", "mentions"),
+    [
+        pytest.param({"name": "chekpoint"}, UnknownHookError, ("build_hook", "chekpoint", "Did you mean 'checkpoint'"), id="name-typo"),
+        pytest.param({"checkpoint_folder": "x"}, HookConfigError, ("build_hook", "'name'", "Add the registered hook name"), id="name-missing"),
+        pytest.param({"name": 3}, HookConfigError, ("build_hook", "'name'", "Pass the registered hook name"), id="name-not-a-string"),
+        pytest.param(["checkpoint"], HookConfigError, ("build_hook", "dict", "Pass one dict per hook"), id="config-not-a-dict"),
+    ],
+)
+def test_build_hook_reports_bad_config(config: Any, error: type[Exception], mentions: tuple[str, ...]) -> None:
+    with pytest.raises(error) as info:
+        build_hook(config)
+    assert_reported(info.value, error, mentions)

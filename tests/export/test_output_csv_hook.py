@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 import torch
 
+from bad_input import assert_reported
 from classy_hooks.core import ClassyHook, HookConfigError, LastBatch, TaskContractError, build_hook
 from classy_hooks.export import OutputCSVHook
 from helpers import make_task
@@ -190,7 +191,7 @@ def test_bad_batches_are_clear_errors(tmp_path: Path, output: Any, target: Any, 
     task = plain_task()
     hook.on_start(task)
     task.last_batch = batch(output, target, ids)
-    with pytest.raises(ValueError, match=match):
+    with pytest.raises(TaskContractError, match=match):
         hook.on_step(task)
 
 
@@ -288,3 +289,36 @@ def test_a_run_resumed_from_a_checkpoint_keeps_each_test_phase_once(tmp_path: Pa
         assert rows == read_rows(straight / name), name
         ids = [row[0] for row in rows[1:]]
         assert len(ids) == len(set(ids)) == 64, name  # every test sample once
+
+
+# ---- bad input: reported early, as a documented error naming the hook, the argument and the fix ----
+
+@pytest.mark.parametrize(
+    ("config", "argument", "fix"),
+    [
+        pytest.param({"delimiter": ", "}, "delimiter", 'Pass e.g. "\\t"', id="delimiter-two-chars"),
+        pytest.param({"id_key": ""}, "id_key", "Pass a non-empty string", id="id-key-empty"),
+    ],
+)
+def test_bad_config_is_reported_by_the_constructor(config: dict[str, Any], argument: str, fix: str) -> None:
+    with pytest.raises(HookConfigError) as info:
+        build_hook({"name": "output_csv", "folder": "x", **config})
+    assert_reported(info.value, HookConfigError, ("OutputCSVHook", argument, fix))
+
+
+def test_folder_that_is_a_file_is_reported_at_on_start(tmp_path: Path) -> None:
+    (tmp_path / "afile").write_text("not a folder")
+    task = make_task([build_hook({"name": "output_csv", "folder": str(tmp_path / "afile")})])
+    with pytest.raises(HookConfigError) as info:
+        task.run()
+    assert_reported(info.value, HookConfigError, ("OutputCSVHook", "folder", "afile", "Pass a folder path"))
+    assert task.num_updates == 0
+
+
+def test_task_without_last_batch_is_reported_at_on_start(tmp_path: Path) -> None:
+    task = make_task([build_hook({"name": "output_csv", "folder": str(tmp_path / "csv")})])
+    del task.last_batch
+    with pytest.raises(TaskContractError) as info:
+        task.run()
+    assert_reported(info.value, TaskContractError, ("OutputCSVHook", "last_batch", "Add them to your task"))
+    assert task.num_updates == 0

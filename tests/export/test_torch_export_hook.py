@@ -13,6 +13,7 @@ import torch
 from export_models import DataDependent, FixedBatch, HeadsVarArgs, PairInput
 from torch.utils import _pytree as pytree
 
+from bad_input import assert_reported
 from classy_hooks.core import HookConfigError, LastBatch, build_hook
 from classy_hooks.export import ExportError, TorchExportHook
 from classy_hooks.export.torch_export_hook import dynamic_batch_shapes
@@ -231,3 +232,20 @@ def test_exporting_a_classy_vision_model_from_its_default_input_shape_is_a_warni
     with torch.no_grad():
         x = torch.randn(2, 3, 224, 224)
         torch.testing.assert_close(torch.export.load(hook.output_path).module()(x), model(x))
+
+
+# ---- bad input: reported early, as a documented error naming the hook, the argument and the fix ----
+
+def test_int_dynamic_batch_is_reported_by_the_constructor() -> None:
+    with pytest.raises(HookConfigError) as info:
+        build_hook({"name": "torch_export", "export_folder": "x", "dynamic_batch": 1})
+    assert_reported(info.value, HookConfigError, ("TorchExportHook", "dynamic_batch", "Pass true or false"))
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on a machine without CUDA")
+def test_cuda_device_without_cuda_is_reported_at_on_start(tmp_path: Path) -> None:
+    task = make_task([build_hook({"name": "torch_export", "export_folder": str(tmp_path), "device": "cuda:0"})])
+    with pytest.raises(HookConfigError) as info:
+        task.run()
+    assert_reported(info.value, HookConfigError, ("TorchExportHook", "device", "cuda:0", 'Pass device="cpu"'))
+    assert task.num_updates == 0

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 import torch
 from export_models import DictOutput, VarArgs
 
-from classy_hooks.core import HookConfigError, build_hook
+from bad_input import assert_reported
+from classy_hooks.core import HookConfigError, TaskContractError, build_hook
 from classy_hooks.export import ExportError, TorchscriptHook
 from helpers import make_task
 
@@ -89,3 +91,25 @@ def test_only_jit_deprecation_notices_are_hidden(tmp_path: Path, use_trace: bool
     messages = [str(w.message) for w in caught]
     assert not [m for m in messages if "is deprecated" in m and "torch.jit" in m], messages
     assert "an unrelated deprecation" in messages
+
+
+# ---- bad input: reported early, as a documented error naming the hook, the argument and the fix ----
+
+@pytest.mark.parametrize(
+    ("config", "argument", "fix"),
+    [
+        pytest.param({"use_trace": "false"}, "use_trace", "Pass true or false", id="use-trace-string"),
+        pytest.param({"device": "gpu0"}, "device", 'Pass e.g. "cpu"', id="device-unknown"),
+    ],
+)
+def test_bad_config_is_reported_by_the_constructor(config: dict[str, Any], argument: str, fix: str) -> None:
+    with pytest.raises(HookConfigError) as info:
+        build_hook({"name": "torchscript", "torchscript_folder": "x", **config})
+    assert_reported(info.value, HookConfigError, ("TorchscriptHook", argument, fix))
+
+
+def test_task_without_base_model_is_reported_at_on_start(tmp_path: Path) -> None:
+    hook = build_hook({"name": "torchscript", "torchscript_folder": str(tmp_path)})
+    with pytest.raises(TaskContractError) as info:
+        hook.on_start(SimpleNamespace())
+    assert_reported(info.value, TaskContractError, ("TorchscriptHook", "base_model", "Add them to your task"))

@@ -8,6 +8,7 @@ import pytest
 import torch
 from logging_hook_utils import EPOCH_SCHEDULE_LRS, run_epoch_schedule_loop
 
+from bad_input import assert_reported
 from classy_hooks.core import HookConfigError, TaskContractError, build_hook
 from classy_hooks.logging import LossLrMeterLoggingHook
 from helpers import make_task
@@ -104,3 +105,20 @@ def test_phase_end_line_shows_the_phase_learning_rate_when_the_schedule_steps_be
     approximate = [m for m in lines if m.startswith("Approximate meters")]
     assert [m.split("lr ")[1] for m in synced] == [f"{lr:.4g}" for lr in EPOCH_SCHEDULE_LRS]
     assert [m.split("lr ")[1] for m in approximate] == [f"{lr:.4g}" for lr in EPOCH_SCHEDULE_LRS]
+
+
+# ---- bad input: reported early, as a documented error naming the hook, the argument and the fix ----
+
+def test_negative_log_freq_is_reported_by_the_constructor() -> None:
+    with pytest.raises(HookConfigError) as info:
+        build_hook({"name": "loss_lr_meter_logging", "log_freq": -5})
+    assert_reported(info.value, HookConfigError, ("LossLrMeterLoggingHook", "log_freq", "Pass an int of at least 1"))
+
+
+def test_task_without_meters_is_reported_at_on_start() -> None:
+    task = make_task([build_hook({"name": "loss_lr_meter_logging", "log_freq": 2})])
+    del task.meters
+    with pytest.raises(TaskContractError) as info:
+        task.run()
+    assert_reported(info.value, TaskContractError, ("LossLrMeterLoggingHook", "meters", "Add them to your task"))
+    assert task.num_updates == 0

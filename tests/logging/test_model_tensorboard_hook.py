@@ -10,6 +10,7 @@ import torch
 from logging_hook_utils import has_graph
 from tensorboardX import SummaryWriter
 
+from bad_input import assert_reported
 from classy_hooks.core import HookConfigError, build_hook
 from classy_hooks.logging import ModelTensorboardHook
 from helpers import make_task
@@ -74,3 +75,11 @@ def test_a_model_that_cannot_be_traced_costs_a_warning_not_the_run(
     assert len(warnings) == 1 and "could not trace Untraceable" in warnings[0]
     assert not task.hooks[0].graph_written
     assert capsys.readouterr().out == ""  # tensorboardX's own print() of the error is kept off stdout
+
+
+# ---- bad input: reported early, as a documented error naming the hook, the argument and the fix ----
+
+def test_writer_given_as_a_path_is_reported_by_the_constructor() -> None:
+    with pytest.raises(HookConfigError) as info:
+        ModelTensorboardHook(tb_writer="runs/tb")  # type: ignore[arg-type]
+    assert_reported(info.value, HookConfigError, ("ModelTensorboardHook", "tb_writer", "Pass tensorboardX.SummaryWriter"))

@@ -8,10 +8,12 @@ import os
 import pty
 import sys
 import threading
+from types import SimpleNamespace
 
 import pytest
 
-from classy_hooks.core import HookConfigError, build_hook
+from bad_input import assert_reported
+from classy_hooks.core import HookConfigError, TaskContractError, build_hook
 from classy_hooks.logging import ProgressBarHook
 from helpers import make_task
 
@@ -80,3 +82,17 @@ def test_nothing_happens_without_on_phase_start() -> None:
     hook.on_step(task)
     hook.on_phase_end(task)
     assert hook.progress_bar is None and hook.batches == 0
+
+
+# ---- bad input: reported early, as a documented error naming the hook, the argument and the fix ----
+
+def test_unknown_config_key_is_reported_by_build_hook() -> None:
+    with pytest.raises(HookConfigError) as info:
+        build_hook({"name": "progress_bar", "refresh_rate": 1})
+    assert_reported(info.value, HookConfigError, ("ProgressBarHook", "refresh_rate", "Remove it"))
+
+
+def test_task_without_num_batches_per_phase_is_reported_at_on_start() -> None:
+    with pytest.raises(TaskContractError) as info:
+        build_hook({"name": "progress_bar"}).on_start(SimpleNamespace(phase_type="train", phase_idx=0))
+    assert_reported(info.value, TaskContractError, ("ProgressBarHook", "num_batches_per_phase", "Add them to your task"))

@@ -12,6 +12,7 @@ import torch
 from logging_hook_utils import EPOCH_SCHEDULE_LRS, PhaseRecorder, read_scalars, run_epoch_schedule_loop
 from tensorboardX import SummaryWriter
 
+from bad_input import assert_reported
 from classy_hooks.core import HookConfigError, TaskContractError, build_hook
 from classy_hooks.logging import TensorboardPlotHook
 from helpers import make_task
@@ -229,3 +230,29 @@ def test_classy_vision_hook_state_continues_the_step_axis(tmp_path: Path) -> Non
     assert hook.get_classy_state() == {"step": 24, "tail_step": -1, "tail": {}}
     hook.set_classy_state({"step": 5, "tail_step": 5, "tail": {"Losses/train": 1.0}})  # our own state: as saved
     assert hook.state.step == 5 and hook.state.tail == {"Losses/train": 1.0}
+
+
+# ---- bad input: reported early, as a documented error naming the hook, the argument and the fix ----
+
+@pytest.mark.parametrize(
+    ("config", "mentions"),
+    [
+        pytest.param({"summary_writer": "runs/tb"}, ("summary_writer", "Pass e.g. {\"logdir\""), id="summary-writer-not-a-dict"),
+        pytest.param({"summary_writer": {"log_dri": "runs/tb"}}, ("summary_writer", "log_dri", "Did you mean 'log_dir'"), id="summary-writer-unknown-key"),
+        pytest.param({"summary_writer": {}, "log_period": 0}, ("log_period", "Pass an int of at least 1"), id="log-period-zero"),
+    ],
+)
+def test_bad_config_is_reported_by_the_constructor(config: dict[str, object], mentions: tuple[str, ...]) -> None:
+    with pytest.raises(HookConfigError) as info:
+        build_hook({"name": "tensorboard_plot", **config})
+    assert_reported(info.value, HookConfigError, ("TensorboardPlotHook", *mentions))
+
+
+def test_logdir_under_a_file_is_reported_at_on_start(tmp_path: Path) -> None:
+    (tmp_path / "afile").write_text("not a folder")
+    task = make_task([build_hook({"name": "tensorboard_plot", "summary_writer": {"logdir": str(tmp_path / "afile/tb")}})])
+    with pytest.raises(HookConfigError) as info:
+        task.run()
+    mentions = ("TensorboardPlotHook", "summary_writer", "afile/tb", "Pass a folder you can write to")
+    assert_reported(info.value, HookConfigError, mentions)
+    assert task.num_updates == 0

@@ -12,7 +12,8 @@ import pytest
 import torch
 from logging_hook_utils import EPOCH_SCHEDULE_LRS, PhaseRecorder, VisdomServer, run_epoch_schedule_loop
 
-from classy_hooks.core import ClassyHook, HookConfigError, build_hook
+from bad_input import assert_reported
+from classy_hooks.core import ClassyHook, HookConfigError, TaskContractError, build_hook
 from classy_hooks.logging import VisdomHook, visdom_hook
 from helpers import free_port, make_task
 
@@ -150,3 +151,37 @@ def test_a_server_that_accepts_but_never_answers_is_a_clear_error_within_the_req
         with pytest.raises(ConnectionError, match=expected):
             hook.on_start(make_task())
         assert time.monotonic() - start < 20.0  # without the timeout it would wait forever
+
+
+# ---- bad input: reported early, as a documented error naming the hook, the argument and the fix ----
+
+@pytest.mark.parametrize(
+    ("config", "argument", "fix"),
+    [
+        pytest.param({"server": "http://127.0.0.1", "port": 70000}, "port", "Pass the port the Visdom server listens on", id="port-out-of-range"),
+        pytest.param({"server": "localhost", "port": 8097}, "server", 'Pass e.g. "http://127.0.0.1"', id="server-without-scheme"),
+    ],
+)
+def test_bad_config_is_reported_by_the_constructor(config: dict[str, Any], argument: str, fix: str) -> None:
+    with pytest.raises(HookConfigError) as info:
+        build_hook({"name": "visdom", **config})
+    assert_reported(info.value, HookConfigError, ("VisdomHook", argument, fix))
+
+
+def test_unreachable_server_is_reported_at_on_start() -> None:
+    port = free_port()
+    task = make_task([build_hook({"name": "visdom", "server": "http://127.0.0.1", "port": port})])
+    with pytest.raises(HookConfigError) as info:
+        task.run()
+    assert isinstance(info.value, ConnectionError)  # callers catching ConnectionError still do
+    assert_reported(info.value, HookConfigError, ("VisdomHook", "server", "port", str(port), "Start one"))
+    assert task.num_updates == 0
+
+
+def test_task_without_optimizer_is_reported_at_on_start() -> None:
+    task = make_task([build_hook({"name": "visdom", "server": "http://127.0.0.1", "port": free_port()})])
+    del task.optimizer
+    with pytest.raises(TaskContractError) as info:
+        task.run()
+    assert_reported(info.value, TaskContractError, ("VisdomHook", "optimizer", "Add them to your task"))
+    assert task.num_updates == 0

@@ -5,12 +5,14 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 import torch
 
-from classy_hooks.core import ClassyHook, HookConfigError, build_hook, call_hooks
+from bad_input import assert_reported
+from classy_hooks.core import ClassyHook, HookConfigError, TaskContractError, build_hook, call_hooks
 from classy_hooks.core.hook_list import ordered_hooks
 from classy_hooks.model import CheckpointError, CheckpointHook, load_checkpoint
 from classy_hooks.model.checkpoint_io import CHECKPOINT_FORMAT_VERSION, FORMAT_VERSION_KEY
@@ -218,3 +220,45 @@ def test_single_process_default_stays_one_file_and_sharded_is_built_from_config(
     hook = build_hook({"name": "checkpoint", "checkpoint_folder": str(tmp_path / "dcp"), "sharded": True})
     make_task([hook], num_epochs=1).run()
     assert sorted(os.listdir(tmp_path / "dcp")) == ["checkpoint.latest", "model_phase-0_end.dcp"]
+
+
+# ---- bad input: reported early, as a documented error naming the hook, the argument and the fix ----
+
+@pytest.mark.parametrize(
+    ("config", "mentions"),
+    [
+        pytest.param({}, ("checkpoint_folder", "Add it to the hook's config"), id="folder-key-missing"),
+        pytest.param({"checkpoint_folder": "x", "checkpoint_perod": 2}, ("checkpoint_perod", "Did you mean 'checkpoint_period'"), id="unknown-key-typo"),
+        pytest.param({"checkpoint_folder": "x", "checkpoint_period": 0}, ("checkpoint_period", "Pass an int of at least 1"), id="period-zero"),
+        pytest.param({"checkpoint_folder": "x", "checkpoint_period": "2"}, ("checkpoint_period", "Pass a whole number"), id="period-string"),
+        pytest.param({"checkpoint_folder": "x", "phase_types": ["val"]}, ("phase_types", "Use a non-empty subset"), id="phase-types-unknown"),
+        pytest.param({"checkpoint_folder": 7}, ("checkpoint_folder", "Pass a string"), id="folder-not-a-string"),
+    ],
+)
+def test_bad_config_is_reported_by_the_constructor(config: dict[str, Any], mentions: tuple[str, ...]) -> None:
+    with pytest.raises(HookConfigError) as info:
+        build_hook({"name": "checkpoint", **config})
+    assert_reported(info.value, HookConfigError, ("CheckpointHook", *mentions))
+
+
+@pytest.mark.parametrize(
+    ("folder", "mentions"),
+    [
+        pytest.param("afile", ("afile", "is a file", "Pass a folder path"), id="folder-is-a-file"),
+        pytest.param("afile/sub", ("afile/sub", "Pass a folder you can write to"), id="folder-parent-is-a-file"),
+    ],
+)
+def test_unusable_folder_is_reported_at_on_start(tmp_path: Path, folder: str, mentions: tuple[str, ...]) -> None:
+    (tmp_path / "afile").write_text("not a folder")
+    task = make_task([build_hook({"name": "checkpoint", "checkpoint_folder": str(tmp_path / folder)})])
+    with pytest.raises(HookConfigError) as info:
+        task.run()
+    assert_reported(info.value, HookConfigError, ("CheckpointHook", "checkpoint_folder", *mentions))
+    assert task.num_updates == 0
+
+
+def test_task_without_get_classy_state_is_reported_at_on_start(tmp_path: Path) -> None:
+    hook = build_hook({"name": "checkpoint", "checkpoint_folder": str(tmp_path)})
+    with pytest.raises(TaskContractError) as info:
+        hook.on_start(SimpleNamespace(phase_type="train", phase_idx=0))
+    assert_reported(info.value, TaskContractError, ("CheckpointHook", "get_classy_state", "Add them to your task"))

@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from classy_hooks.model import ExponentialMovingAverageModelHook
+from classy_hooks.model import CheckpointError, ExponentialMovingAverageModelHook
 from classy_hooks.model.classy_vision_checkpoints import (
     adopt_classy_vision_ema_state,
     ema_state_from_classy_vision,
@@ -66,7 +66,7 @@ def test_after_a_test_phase_the_model_holds_the_average_and_the_copy_is_the_trai
 def test_mismatched_classy_vision_state_is_a_clear_error() -> None:
     state = classy_vision_state(model(), 0.5)
     del state["ema_model_state"]["0.bias"]
-    with pytest.raises(ValueError, match=r"ExponentialMovingAverageModelHook: .*\['0.bias'\].*damaged"):
+    with pytest.raises(CheckpointError, match=r"ExponentialMovingAverageModelHook: .*\['0.bias'\].*damaged"):
         ema_state_from_classy_vision(state, model_holds_average=False)
 
 

@@ -12,7 +12,8 @@ import torch
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from classy_hooks.core import HookConfigError, build_hook
+from bad_input import assert_reported
+from classy_hooks.core import HookConfigError, TaskContractError, build_hook
 from classy_hooks.model import ExponentialMovingAverageModelHook
 from helpers import make_task
 
@@ -562,3 +563,38 @@ def test_state_keys_are_the_plain_modules_through_compile_and_ddp_wrappers() -> 
     wrapped.on_start(_task(torch.compile(model)))
     assert set(wrapped.state.ema_state) == set(plain.state.ema_state)
     assert "a.weight" in wrapped.state.ema_state
+
+
+# ---- bad input: reported early, as a documented error naming the hook, the argument and the fix ----
+
+@pytest.mark.parametrize(
+    ("config", "argument", "fix"),
+    [
+        pytest.param({}, "decay", "Add it to the hook's config", id="decay-key-missing"),
+        pytest.param({"decay": 1.5}, "decay", "Pass a value between 0.0 and 1.0", id="decay-above-one"),
+        pytest.param({"decay": 0.9, "device": "tpu"}, "device", "Pass one of 'gpu', 'cpu'", id="device-unknown"),
+    ],
+)
+def test_bad_config_is_reported_by_the_constructor(config: dict[str, Any], argument: str, fix: str) -> None:
+    with pytest.raises(HookConfigError) as info:
+        build_hook({"name": "ema_model_weights", **config})
+    assert_reported(info.value, HookConfigError, ("ExponentialMovingAverageModelHook", argument, fix))
+
+
+def test_task_without_base_model_is_reported_at_on_start() -> None:
+    task = make_task([build_hook({"name": "ema_model_weights", "decay": 0.9})])
+    del task.base_model
+    with pytest.raises(TaskContractError) as info:
+        task.run()
+    assert_reported(info.value, TaskContractError, ("ExponentialMovingAverageModelHook", "base_model", "Add them"))
+    assert task.num_updates == 0
+
+
+def test_state_restored_from_another_model_is_reported_at_on_start() -> None:
+    hook = ExponentialMovingAverageModelHook(decay=0.9)
+    hook.set_classy_state({"ema_state": {"fc.weight": torch.zeros(4, 4)}, "num_updates": 3, "swapped": False})
+    task = make_task([hook])
+    with pytest.raises(HookConfigError) as info:
+        task.run()
+    assert_reported(info.value, HookConfigError, ("ExponentialMovingAverageModelHook", "EMA state", "Resume with the same model"))
+    assert task.num_updates == 0

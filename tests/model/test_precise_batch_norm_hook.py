@@ -13,13 +13,14 @@ import pytest
 import torch
 from torch import nn
 
-from classy_hooks.core import build_hook
+from classy_hooks.core import HookConfigError, TaskContractError, build_hook
 from classy_hooks.model import ExponentialMovingAverageModelHook, PreciseBatchNormHook
 from helpers import make_task
 
 with warnings.catch_warnings():  # fvcore.nn calls torch.jit.script at import (deprecated in torch>=2.11)
     warnings.simplefilter("ignore", FutureWarning)
     from fvcore.nn.precise_bn import update_bn_stats
+from bad_input import assert_reported
 from reference_trainer.models import SmallCNN
 
 
@@ -258,3 +259,27 @@ def test_with_a_float32_ema_of_bf16_weights_the_ema_gets_its_own_statistics() ->
     for m, (mean, var) in zip(bn_layers(model), ema_expected):
         assert torch.allclose(m.running_mean.double(), mean, rtol=2e-2, atol=2e-2)
         assert torch.allclose(m.running_var.double(), var, rtol=2e-2, atol=2e-2)
+
+
+# ---- bad input: reported early, as a documented error naming the hook, the argument and the fix ----
+
+@pytest.mark.parametrize(
+    ("config", "argument", "fix"),
+    [
+        pytest.param({"num_samples": 0}, "num_samples", "Pass an int of at least 1", id="num-samples-zero"),
+        pytest.param({"num_samples": 64, "cache_samples": "yes"}, "cache_samples", "Pass true or false", id="cache-samples-string"),
+    ],
+)
+def test_bad_config_is_reported_by_the_constructor(config: dict[str, Any], argument: str, fix: str) -> None:
+    with pytest.raises(HookConfigError) as info:
+        build_hook({"name": "precise_bn", **config})
+    assert_reported(info.value, HookConfigError, ("PreciseBatchNormHook", argument, fix))
+
+
+def test_task_without_dataloader_is_reported_at_on_start() -> None:
+    task = make_task([build_hook({"name": "precise_bn", "num_samples": 32})])
+    del task.dataloader
+    with pytest.raises(TaskContractError) as info:
+        task.run()
+    assert_reported(info.value, TaskContractError, ("PreciseBatchNormHook", "dataloader", "Add them to your task"))
+    assert task.num_updates == 0

@@ -25,6 +25,7 @@ _EXPORTS = {
     "is_primary": "distributed",
     "HookConfigError": "errors",
     "MissingExtraError": "errors",
+    "ServerUnreachableError": "errors",
     "TaskContractError": "errors",
     "UnknownHookError": "errors",
     "RUNS_LAST": "hook_list",
@@ -69,7 +70,13 @@ if TYPE_CHECKING:
         is_distributed,
         is_primary,
     )
-    from classy_hooks.core.errors import HookConfigError, MissingExtraError, TaskContractError, UnknownHookError
+    from classy_hooks.core.errors import (
+        HookConfigError,
+        MissingExtraError,
+        ServerUnreachableError,
+        TaskContractError,
+        UnknownHookError,
+    )
     from classy_hooks.core.hook_list import (
         RUNS_LAST,
         call_hooks,
@@ -123,6 +130,7 @@ __all__ = [
     "LoopTask",
     "Meter",
     "MissingExtraError",
+    "ServerUnreachableError",
     "Task",
     "TaskContractError",
     "TrainingPreempted",

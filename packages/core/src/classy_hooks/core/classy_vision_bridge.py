@@ -17,6 +17,7 @@ from types import ModuleType
 from typing import Any
 
 from classy_hooks.core.classy_hook import ClassyHook
+from classy_hooks.core.errors import HookConfigError
 from classy_hooks.core.registry import get_hook_class, registered_hook_names
 
 logger = logging.getLogger(__name__)
@@ -37,12 +38,14 @@ def use_in_classy_vision(classy_vision_hooks: ModuleType, *, prefix: str = "") -
     base = getattr(classy_vision_hooks, "ClassyHook", None)
     register = getattr(classy_vision_hooks, "register_hook", None)
     if not isinstance(base, type) or not callable(register) or not hasattr(base, "register"):
-        raise TypeError(
+        raise HookConfigError(
             f"use_in_classy_vision: expected the module classy_vision.hooks, got {classy_vision_hooks!r}. "
             "Pass it: `import classy_vision.hooks; use_in_classy_vision(classy_vision.hooks)`."
         )
     if not isinstance(prefix, str):
-        raise TypeError(f"use_in_classy_vision: prefix must be a string, got {prefix!r}; e.g. '' or 'classy_hooks.'")
+        raise HookConfigError(
+            f"use_in_classy_vision: prefix must be a string, got {prefix!r}. Pass e.g. '' or 'classy_hooks.'"
+        )
     base.register(ClassyHook)  # issubclass/isinstance checks of Classy Vision now accept every classy-hooks hook
     registered: dict[str, type[ClassyHook]] = {}
     for name in registered_hook_names():

@@ -9,6 +9,8 @@ from __future__ import annotations
 import sys
 from typing import Any
 
+from classy_hooks.core.errors import HookConfigError
+
 
 def _dist() -> Any | None:
     """The `torch.distributed` module if it is imported and a process group is initialised."""
@@ -61,7 +63,7 @@ def all_reduce(value: Any, op: str = "sum") -> Any:
     Tensors on the CPU are moved to the GPU and back for NCCL.
     """
     if op not in ("sum", "mean", "max", "min"):
-        raise ValueError(f"all_reduce: op must be 'sum', 'mean', 'max' or 'min', got {op!r}.")
+        raise HookConfigError(f"all_reduce: op must be 'sum', 'mean', 'max' or 'min', got {op!r}.")
     dist = _dist()
     if dist is None:
         return value

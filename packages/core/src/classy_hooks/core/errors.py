@@ -7,6 +7,13 @@ class HookConfigError(ValueError):
     """A hook was given a bad argument or config key (raised before training starts)."""
 
 
+class ServerUnreachableError(HookConfigError, ConnectionError):
+    """A hook's server/port arguments name a service that does not answer (checked in `on_start`).
+
+    Also a `ConnectionError`, so callers that catch the builtin keep working.
+    """
+
+
 class UnknownHookError(ValueError, LookupError):
     """`build_hook` was asked for a name that no installed package registers."""
 

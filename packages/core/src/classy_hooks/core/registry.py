@@ -59,18 +59,18 @@ def register_hook(name: str, bypass_checks: bool = False) -> Callable[[H], H]:
         where = "".join(traceback.format_stack(limit=2)[:-1])
         if not bypass_checks:
             if name in HOOK_REGISTRY:
-                raise ValueError(
+                raise HookConfigError(
                     f"register_hook: the name '{name}' is already registered to "
                     f"{HOOK_REGISTRY[name].__qualname__}, first registered at:\n{_REGISTERED_AT[name]}"
                     "Pick another name, or pass bypass_checks=True when re-importing a module."
                 )
             if not (isinstance(cls, type) and issubclass(cls, ClassyHook)):
-                raise ValueError(
+                raise HookConfigError(
                     f"register_hook('{name}'): {cls!r} is not a subclass of ClassyHook. Only hooks can be registered."
                 )
             if cls.__name__ in _CLASS_NAMES:
                 first = _CLASS_NAMES[cls.__name__]
-                raise ValueError(
+                raise HookConfigError(
                     f"register_hook('{name}'): a class named {cls.__name__} is already registered as "
                     f"'{first}', first registered at:\n{_REGISTERED_AT[first]}"
                     "Hook states are keyed by class name, so class names must be unique; rename the class."

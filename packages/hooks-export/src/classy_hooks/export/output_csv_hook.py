@@ -13,6 +13,8 @@ import torch
 
 from classy_hooks.core import (
     ClassyHook,
+    HookConfigError,
+    TaskContractError,
     barrier,
     get_rank,
     get_world_size,
@@ -162,20 +164,21 @@ class OutputCSVHook(ClassyHook):
         output = batch.output
         if not isinstance(output, torch.Tensor) or output.dim() != 2:
             shape = tuple(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__
-            raise ValueError(
+            raise TaskContractError(
                 f"{self.name()}: task.last_batch.output must be a (batch, classes) tensor of scores, got {shape}. "
-                "Predictions are the argmax over dimension 1."
+                "Predictions are the argmax over dimension 1: make the model return one row of scores per sample."
             )
         size = output.shape[0]
         ids = sample[self.id_key]
         if isinstance(ids, torch.Tensor):
             ids = ids.detach().reshape(-1)
         elif not isinstance(ids, Sequence) or isinstance(ids, (str, bytes)):
-            raise ValueError(
-                f"{self.name()}: sample[{self.id_key!r}] must be a tensor or a list of ids, got {type(ids).__name__}."
+            raise TaskContractError(
+                f"{self.name()}: sample[{self.id_key!r}] must be a tensor or a list of ids, got {type(ids).__name__}. "
+                "Give every sample one id (a tensor or list), or pass id_key=<the key that holds them>."
             )
         if len(ids) != size:
-            raise ValueError(
+            raise TaskContractError(
                 f"{self.name()}: sample[{self.id_key!r}] holds {len(ids)} ids for a batch of {size} outputs. "
                 "Give every sample exactly one id."
             )
@@ -184,9 +187,9 @@ class OutputCSVHook(ClassyHook):
         if target is not None:
             if not isinstance(target, torch.Tensor) or target.dim() not in (1, 2) or target.shape[0] != size:
                 shape = tuple(target.shape) if isinstance(target, torch.Tensor) else type(target).__name__
-                raise ValueError(
+                raise TaskContractError(
                     f"{self.name()}: the target must be a tensor of class indices ({size},) or one-hot/soft "
-                    f"scores ({size}, classes), got {shape}."
+                    f"scores ({size}, classes), got {shape}. Pass targets of that shape, or none."
                 )
             target_classes = target.detach().argmax(dim=1) if target.dim() == 2 else target.detach()
         self._ids.append(ids)
@@ -221,9 +224,10 @@ class OutputCSVHook(ClassyHook):
             parts = [self._part_path(phase, rank) for rank in range(get_world_size())]
             missing = [p for p in parts if not file_exists(p)]
             if missing:
-                raise FileNotFoundError(
+                raise HookConfigError(
                     f"{self.name()}: the part files {missing} were not found after every rank wrote its part. "
-                    f"The folder {self.folder!r} must be shared by all ranks (same path, same file system)."
+                    f"Argument 'folder' = {self.folder!r} must be shared by all ranks: pass a folder on a file "
+                    "system every rank sees under the same path."
                 )
             chunks = [self._read_part(p) for p in parts]
             self._write_final(chunks, phase)

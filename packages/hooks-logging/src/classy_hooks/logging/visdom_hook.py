@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import Any, Union
 
 from classy_hooks.core import ClassyHook, ClassyHookState, is_primary, register_hook
+from classy_hooks.core.errors import ServerUnreachableError
 from classy_hooks.core.optional import import_extra
 from classy_hooks.core.validation import check_str, config_error
 from classy_hooks.logging._common import DISTRIBUTION, PhaseLearningRates, mean_loss, meter_values
@@ -82,8 +83,9 @@ class VisdomHook(ClassyHook):
 
     When it acts (primary rank only; other ranks never open a connection):
 
-    - `on_start`: connects to `server:port` and fails with a clear `ConnectionError` if no
-      Visdom server answers. When resuming, redraws every window from the history kept in the
+    - `on_start`: connects to `server:port` and fails with a clear `ServerUnreachableError` (a
+      `HookConfigError` and a `ConnectionError`) if no Visdom server answers. When resuming,
+      redraws every window from the history kept in the
       hook's state, so curves carry no points from after the checkpoint.
     - `on_phase_end`: appends the phase's points to the history (hook state) and queues them for
       a background thread that sends them, so training never waits on the network. If the server
@@ -209,11 +211,11 @@ class VisdomHook(ClassyHook):
                 client.send = True
             reachable = client.win_exists("__classy_hooks_probe__", env=self.env) is not None
         except Exception as exc:  # ConnectionError from visdom, requests errors, bad URLs
-            raise ConnectionError(self._unreachable(f"{type(exc).__name__}: {exc}")) from exc
+            raise ServerUnreachableError(self._unreachable(f"{type(exc).__name__}: {exc}")) from exc
         finally:
             quiet.setLevel(level)
         if not reachable:
-            raise ConnectionError(self._unreachable("the server did not answer"))
+            raise ServerUnreachableError(self._unreachable("the server did not answer"))
         logger.info("%s: plotting to %s:%d, env %r.", self.name(), self.server, self.port, self.env)
         return client
 

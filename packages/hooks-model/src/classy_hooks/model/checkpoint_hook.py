@@ -41,6 +41,7 @@ from classy_hooks.core.validation import (
 )
 from classy_hooks.model.checkpoint_io import (
     LATEST_CHECKPOINT,
+    CheckpointError,
     CheckpointWriteError,
     check_weights_only,
     holds_dtensors,
@@ -405,7 +406,7 @@ class CheckpointHook(ClassyHook):
         if error is not None:
             raise error
         if failed:
-            raise RuntimeError(
+            raise CheckpointError(
                 f"{self.name()}: the preemption checkpoint save to {self.checkpoint_folder} failed on the primary "
                 "rank; see its log. The previous checkpoint is still the latest."
             )
@@ -579,7 +580,7 @@ class CheckpointHook(ClassyHook):
             self._save_failed(disk_error, "background checkpoint save")
         elif self._error is not None:
             error, self._error = self._error, None
-            raise RuntimeError(
+            raise CheckpointError(
                 f"{self.name()}: a background checkpoint save to {self.checkpoint_folder} failed: {error}"
             ) from error
 
@@ -615,11 +616,11 @@ class CheckpointHook(ClassyHook):
         error, self._error = self._error, None
         failed_ranks = all_reduce(float(error is not None), op="sum") if is_distributed() else float(error is not None)
         if error is not None:
-            raise RuntimeError(
+            raise CheckpointError(
                 f"{self.name()}: a sharded checkpoint {what} to {self.checkpoint_folder} failed: {error}"
             ) from error
         if failed_ranks:
-            raise RuntimeError(
+            raise CheckpointError(
                 f"{self.name()}: a sharded checkpoint {what} to {self.checkpoint_folder} failed on "
                 f"{int(failed_ranks)} other rank(s); see their logs. The previous checkpoint is still the latest."
             )

@@ -15,6 +15,8 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
+from classy_hooks.model.checkpoint_io import CheckpointError
+
 logger = logging.getLogger(__name__)
 
 #: The state keys of Classy Vision's EMA hook.
@@ -57,9 +59,10 @@ def ema_state_from_classy_vision(state: Mapping[str, Any], *, model_holds_averag
     training = {state_dict_name(k): v for k, v in state["model_state"].items()}
     average = {state_dict_name(k): v for k, v in state["ema_model_state"].items()}
     if set(training) != set(average):
-        raise ValueError(
+        raise CheckpointError(
             "ExponentialMovingAverageModelHook: the Classy Vision checkpoint's model_state and ema_model_state "
-            f"name different tensors ({sorted(set(training) ^ set(average))[:5]}); the checkpoint is damaged."
+            f"name different tensors ({sorted(set(training) ^ set(average))[:5]}); the checkpoint is damaged. "
+            "Resume from an intact copy or an earlier checkpoint."
         )
     return {
         "ema_state": training if model_holds_average else average,

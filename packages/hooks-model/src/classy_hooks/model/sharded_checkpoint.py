@@ -173,7 +173,10 @@ def latest_sharded_checkpoint(folder: str | os.PathLike[str]) -> str | None:
     except FileNotFoundError:
         return None
     if not _SHARDED_RE.match(name):
-        raise ValueError(f"{pointer} names {name!r}, which is not a model_phase-N_end.dcp (or _batch-B) folder")
+        raise CheckpointError(
+            f"load_checkpoint: {pointer} names {name!r}, which is not a model_phase-N_end.dcp (or _batch-B) "
+            "folder. Fix the pointer file to name a sharded checkpoint folder beside it, or delete it."
+        )
     return os.path.join(os.fspath(folder), name)
 
 
@@ -323,7 +326,7 @@ def commit_sharded_checkpoint(folder: str, name: str) -> str:
     """Primary rank: rename `.<name>.tmp` to `<name>` and point `checkpoint.latest` at it (atomically)."""
     tmp, final = _temp_path(folder, name), os.path.join(folder, name)
     if not is_sharded_checkpoint(tmp):
-        raise RuntimeError(f"sharded checkpoint {tmp} has no {METADATA_FILE}: the save did not complete")
+        raise CheckpointError(f"sharded checkpoint {tmp} has no {METADATA_FILE}: the save did not complete")
     fsync_dir(tmp)
     if os.path.exists(final):  # an older save of the same phase (a run resumed from an earlier checkpoint)
         old = os.path.join(folder, f".{name}.old.tmp")

@@ -85,12 +85,13 @@ def build_loader(
     seed: int,
     epoch: int,
     skip_batches: int = 0,
+    pin_memory: bool = False,
 ) -> DataLoader[Any]:
     """Train: shuffled per epoch (DistributedSampler, seeded, same order on resume). Test: unpadded shard.
 
     `skip_batches`: start after that many batches of the epoch (a mid-phase resume: the data position).
     The loader has a generator of its own, so iterating it never draws from torch's global RNG
-    (whose state a checkpoint restores).
+    (whose state a checkpoint restores). `pin_memory` (for CUDA) lets batches be copied with non_blocking=True.
     """
     sampler: Sampler[int]
     if train:
@@ -105,7 +106,8 @@ def build_loader(
         sampler = SkipSampler(sampler, skip_batches * batch_size)
     generator = torch.Generator().manual_seed(seed * 1000 + epoch)
     return DataLoader(
-        dataset, batch_size=batch_size, sampler=sampler, drop_last=train, num_workers=0, generator=generator
+        dataset, batch_size=batch_size, sampler=sampler, drop_last=train, num_workers=0, generator=generator,
+        pin_memory=pin_memory,
     )
 
 

@@ -23,6 +23,8 @@ class AccuracyMeter:
         self.total = torch.zeros((), dtype=torch.float64)
 
     def update(self, output: torch.Tensor, target: torch.Tensor) -> None:
+        if self.total.device != output.device:  # counts live where the outputs are (no host sync per batch)
+            self.correct, self.total = self.correct.to(output.device), self.total.to(output.device)
         if target.dim() == 2:
             target = target.argmax(dim=1)
         k = min(max(self.topk), output.shape[1])

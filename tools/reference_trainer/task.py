@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import importlib
 import json
@@ -32,58 +33,49 @@ from classy_hooks.core import (
     set_hooks_state,
 )
 from classy_hooks.core.task import DATA_POSITION_KEY
+from reference_trainer.config import DEFAULT_CONFIG, ConfigError, check_keys, merge, substitute
 from reference_trainer.data import SyntheticImages, batches_per_epoch, build_loader
 from reference_trainer.meters import AccuracyMeter
 from reference_trainer.models import build_model
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_CONFIG: dict[str, Any] = {
-    "seed": 0,
-    "num_epochs": 2,
-    "test_phase_period": 1,  # a test phase after every N train phases
-    "test_only": False,
-    "optimizer_period": 1,  # gradient accumulation: an optimizer step every N batches
-    "model": {"name": "small_cnn"},
-    "dataset": {
-        "num_classes": 10,
-        "image_size": 32,
-        "train_samples": 512,
-        "test_samples": 128,
-        "batch_size": 32,
-        "noise": 1.0,
-    },
-    "optimizer": {"name": "sgd", "lr": 0.1, "momentum": 0.9, "weight_decay": 1e-4},
-    "lr_schedule": {"name": "cosine", "warmup_fraction": 0.0},
-    "hooks": [],
-    "skip_unavailable_hooks": False,
-    "imports": [],
-    # {"backend": "aot_eager", ...}: torch.compile(model, **options); base_model stays the plain module
-    "compile": None,
-    # true (under torchrun): FSDP2 fully_shard on each child block and the root instead of DDP
-    "fsdp": False,
-}
+AMP_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-def _merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
-    out = copy.deepcopy(base)
-    for key, value in override.items():
-        out[key] = _merge(out[key], value) if isinstance(value, Mapping) and isinstance(out.get(key), dict) else value
-    return out
+def resolve_device(name: str) -> torch.device:
+    """`"device"` of the config: "auto" is CUDA when available, else the CPU; CUDA under torchrun is cuda:LOCAL_RANK."""
+    if name not in ("auto", "cpu", "cuda"):
+        raise ConfigError(f"reference trainer: 'device' must be 'auto', 'cpu' or 'cuda', got {name!r}.")
+    if name == "cpu" or (name == "auto" and not torch.cuda.is_available()):
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise ConfigError("reference trainer: 'device': 'cuda' but torch sees no CUDA device; use 'auto' or 'cpu'.")
+    return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
 
+
+def check_amp(options: Any) -> torch.dtype | None:
+    """`"amp"` of the config: null (full precision) or {"dtype": "bfloat16" | "float16"}, the autocast dtype."""
+    if options is None:
+        return None
+    if not isinstance(options, dict) or set(options) != {"dtype"} or options["dtype"] not in AMP_DTYPES:
+        raise ConfigError(
+            f"reference trainer: 'amp' must be null or {{\"dtype\": \"bfloat16\"}} (or \"float16\"), got {options!r}."
+        )
+    return AMP_DTYPES[options["dtype"]]
 
 class ReferenceTask:
     """Trains `model` on synthetic data for `num_epochs` train phases, with test phases in between.
 
     Build with `ReferenceTask.from_config(config)`, optionally `set_classy_state(...)` to resume,
     then `run()`. Works on one process or under `torchrun` (gloo, DistributedDataParallel, or FSDP2
-    with `"fsdp": true`); `"compile": {"backend": ...}` runs the model through `torch.compile`.
+    with `"fsdp": true`); `"compile": {"backend": ...}` runs the model through `torch.compile`;
+    `"device"` picks CPU or CUDA (NCCL under torchrun, see train.py) and `"amp"` mixed precision.
     """
 
-    use_gpu = False
-
     def __init__(self, config: Mapping[str, Any], hooks: Sequence[ClassyHook] = ()) -> None:
-        self.config = _merge(DEFAULT_CONFIG, config)
+        check_keys(config)
+        self.config = merge(DEFAULT_CONFIG, config)
         self.config.pop("hooks", None)
         cfg = self.config
         self.hooks = check_hooks(hooks)
@@ -92,7 +84,12 @@ class ReferenceTask:
         torch.manual_seed(cfg["seed"])
         data = cfg["dataset"]
         self.batch_size = int(data["batch_size"])
-        self.base_model: nn.Module = build_model(cfg["model"], data["image_size"], data["num_classes"])
+        self.device = resolve_device(cfg["device"])
+        self.use_gpu = self.device.type == "cuda"
+        self.amp_dtype = check_amp(cfg["amp"])
+        # float16 gradients underflow without loss scaling; bfloat16 has float32's range and needs none
+        self.grad_scaler = torch.amp.GradScaler("cuda") if self.use_gpu and self.amp_dtype == torch.float16 else None
+        self.base_model: nn.Module = build_model(cfg["model"], data["image_size"], data["num_classes"]).to(self.device)
         self.fsdp = bool(cfg["fsdp"])
         self.compile_options = self._check_compile_options(cfg["compile"])
         if self.fsdp:
@@ -141,15 +138,16 @@ class ReferenceTask:
         """Build the task and its `"hooks"` list.
 
         `"imports"` lists modules to import first (hooks of your own register themselves there).
-        In hook arguments, `{run_dir}` becomes the run folder and `$NAME` an environment variable.
+        In string values, `{run_dir}` becomes the run folder and `$NAME` / `${NAME}` an environment variable
+        (an unset one is a ConfigError naming the key); unknown keys are a ConfigError with close matches.
         With `"skip_unavailable_hooks": true`, first-party hooks whose package is not installed are
         left out with a warning instead of failing (the demo uses this).
         """
-        merged = _merge(DEFAULT_CONFIG, config)
+        check_keys(config)
+        merged = merge(DEFAULT_CONFIG, substitute(config, run_dir))
         for module in merged.pop("imports", []):  # modules that register hooks of your own
             importlib.import_module(module)
-        text = os.path.expandvars(json.dumps(merged.pop("hooks")).replace("{run_dir}", run_dir.replace("\\", "/")))
-        hook_configs = json.loads(text)
+        hook_configs = merged.pop("hooks")
         if merged.pop("skip_unavailable_hooks", False):
             available = set(registered_hook_names())
             for hook_config in hook_configs:
@@ -209,6 +207,8 @@ class ReferenceTask:
             "hooks": get_hooks_state(self.hooks),
             "rng_state": torch.get_rng_state(),
         }
+        if self.grad_scaler is not None:
+            state["grad_scaler"] = self.grad_scaler.state_dict()
         return copy.deepcopy(state) if deep_copy else state
 
     def get_data_position(self) -> dict[str, Any]:
@@ -254,6 +254,8 @@ class ReferenceTask:
         set_hooks_state(self.hooks, state.get("hooks", {}))
         if "rng_state" in state:
             torch.set_rng_state(state["rng_state"])
+        if self.grad_scaler is not None and "grad_scaler" in state:
+            self.grad_scaler.load_state_dict(state["grad_scaler"])
         self._resume_position = None
         position = state.get(DATA_POSITION_KEY)
         if position is not None:
@@ -374,7 +376,7 @@ class ReferenceTask:
             return  # nothing to wrap: self.model stays base_model
         model: nn.Module = self.base_model
         if ddp:
-            model = nn.parallel.DistributedDataParallel(model)
+            model = nn.parallel.DistributedDataParallel(model, device_ids=[self.device] if self.use_gpu else None)
         if self.compile_options is not None:
             model = torch.compile(model, **self.compile_options)  # type: ignore[assignment]
             logger.info("Model compiled with torch.compile(%s).", self.compile_options)
@@ -418,6 +420,7 @@ class ReferenceTask:
             "world_size": get_world_size(),
             "seed": self.config["seed"],
             "epoch": max(self.train_phase_idx, 0),
+            "pin_memory": self.use_gpu,  # page-locked batches: the copies to the GPU run asynchronously
         }
         # hooks see the whole phase's loader (precise BN iterates it afresh); the loop runs what is left of it
         self.dataloader = build_loader(dataset, **options)
@@ -443,6 +446,7 @@ class ReferenceTask:
         """One batch. Gradient accumulation (`optimizer_period` P): an optimizer step every P batches and after
         the last batch of the phase, each averaging the gradients of its own batches (the last window of a
         phase may be shorter). No gradient is carried over a phase end, so a phase-end checkpoint is complete."""
+        batch = {key: value.to(self.device, non_blocking=True) for key, value in batch.items()}
         inputs, target = batch["input"], batch["target"]
         if self.train:
             assert self.optimizer is not None
@@ -452,18 +456,24 @@ class ReferenceTask:
                 lr = self._lr()
                 for group in self.optimizer.param_groups:
                     group["lr"] = lr
-            output = self.model(inputs)
-            loss = self.loss_fn(output, target)
+            with self._autocast():
+                output = self.model(inputs)
+                loss = self.loss_fn(output, target)
             if self.fsdp:
                 self._sync_buffers()
-            (loss / window).backward()
+            scaled = loss / window
+            (self.grad_scaler.scale(scaled) if self.grad_scaler is not None else scaled).backward()
             self.is_optimizer_step = batch_idx + 1 == window_start + window
             if self.is_optimizer_step:
-                self.optimizer.step()
+                if self.grad_scaler is not None:
+                    self.grad_scaler.step(self.optimizer)
+                    self.grad_scaler.update()
+                else:
+                    self.optimizer.step()
                 self.optimizer.zero_grad(set_to_none=True)
             self.num_updates += self.get_global_batchsize()
         else:
-            with torch.no_grad():
+            with torch.no_grad(), self._autocast():
                 output = self.model(inputs)
                 loss = self.loss_fn(output, target)
             self.is_optimizer_step = False
@@ -479,6 +489,12 @@ class ReferenceTask:
             sample=batch,
             step_data={"sample_fetch_time": fetch_time},
         )
+
+    def _autocast(self) -> contextlib.AbstractContextManager[Any]:
+        """Mixed precision on the task's device with `"amp"`; a no-op context without it."""
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
 
     def _end_phase(self, seconds: float) -> None:
         """Sync losses (every rank's batch losses, gathered) and meters, as Classy Vision did."""

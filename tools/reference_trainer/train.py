@@ -1,7 +1,10 @@
 """Command line of the reference trainer (Classy Vision's `classy_train.py`, minus the framework).
 
-python tools/train.py --config tools/configs/demo.json --run-dir runs/demo [--resume PATH]
+python tools/train.py --config tools/configs/demo.json --run-dir runs/demo [--resume PATH] [--set KEY.PATH=JSON]
 torchrun --nproc_per_node 2 tools/train.py --config ... --run-dir ...
+
+Under torchrun the process group is NCCL when the task's device is CUDA (`"device": "auto"` on a GPU machine),
+else gloo; each rank uses cuda:LOCAL_RANK.
 
 Exit status: 0 when training finished; `PREEMPTED_EXIT_CODE` (75) when a preemption signal stopped it
 after CheckpointHook wrote its checkpoint (`preemption_signals`): requeue the job with `--resume <folder>`.
@@ -11,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import logging
 import os
 import sys
@@ -21,9 +23,11 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from classy_hooks.core import get_world_size
 from classy_hooks.core.deprecations import JIT_DEPRECATION_MESSAGE
 from classy_hooks.core.preemption import TrainingPreempted
-from reference_trainer.task import ReferenceTask
+from reference_trainer.config import ConfigError, load_config
+from reference_trainer.task import ReferenceTask, resolve_device
 
 logger = logging.getLogger("reference_trainer")
 
@@ -38,7 +42,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="append",
         default=[],
         metavar="KEY=JSON",
-        help="override a top-level config key, e.g. --set num_epochs=4",
+        help="override a config key, nested with dots; the value is JSON, e.g. --set dataset.batch_size=64",
     )
     return parser.parse_args(argv)
 
@@ -54,51 +58,65 @@ def read_once_and_broadcast(path: str) -> dict[str, Any]:
 
     One reader instead of one per rank (a shared file system read N times), and no pickle on the wire:
     the bytes are a `torch.save` file that each rank reads with `torch.load(weights_only=True)`.
+    classy_hooks.model has no broadcasting loader (`resume_task` reads on every rank), hence this function.
+    NCCL moves CUDA tensors only, so under NCCL the bytes travel through the rank's GPU.
     """
     from classy_hooks.model import load_checkpoint
 
-    if not dist.is_initialized() or dist.get_world_size() == 1:
-        return load_checkpoint(path)
+    wire = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
     payload = torch.empty(0, dtype=torch.uint8)
     if dist.get_rank() == 0:
         buffer = io.BytesIO()
         torch.save(load_checkpoint(path), buffer)
         payload = torch.frombuffer(bytearray(buffer.getvalue()), dtype=torch.uint8)
-    size = torch.tensor([payload.numel()], dtype=torch.int64)
+    size = torch.tensor([payload.numel()], dtype=torch.int64, device=wire)
     dist.broadcast(size, src=0)
     if dist.get_rank() != 0:
         payload = torch.empty(int(size.item()), dtype=torch.uint8)
+    payload = payload.to(wire)
     dist.broadcast(payload, src=0)
-    checkpoint: dict[str, Any] = torch.load(io.BytesIO(payload.numpy().tobytes()), weights_only=True)
+    checkpoint: dict[str, Any] = torch.load(io.BytesIO(payload.cpu().numpy().tobytes()), weights_only=True)
     return checkpoint
 
 
 def resume(task: ReferenceTask, path: str) -> None:
-    """`--resume`: a sharded checkpoint (DCP folder) is loaded in place on every rank; a single file is read
-    by rank 0 and broadcast."""
-    from classy_hooks.model.checkpoint_io import find_sharded_checkpoint, resume_task
+    """`--resume`: the package's `resume_task` (on one process, and for a sharded DCP checkpoint, which every rank
+    loads in place); a single file under torch.distributed is read by rank 0 and broadcast instead."""
+    from classy_hooks.model import resume_task
+    from classy_hooks.model.checkpoint_io import find_sharded_checkpoint
 
-    if find_sharded_checkpoint(path) is not None:
+    if get_world_size() == 1 or find_sharded_checkpoint(path) is not None:
         resume_task(task, path)
     else:
         task.set_classy_state(read_once_and_broadcast(path)["classy_state_dict"])
+
+
+def init_distributed(config: dict[str, Any]) -> None:
+    """Under torchrun: NCCL when the config's device resolves to CUDA (each rank on cuda:LOCAL_RANK), else gloo."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or dist.is_initialized():
+        return
+    device = resolve_device(config.get("device", "auto"))
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stdout)
     filter_known_warnings()
-    with open(args.config, encoding="utf-8") as handle:
-        config = json.load(handle)
-    for item in args.set:
-        key, _, value = item.partition("=")
-        config[key] = json.loads(value)
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
-        dist.init_process_group("gloo")
     run_dir = os.path.abspath(args.run_dir)
-    os.makedirs(run_dir, exist_ok=True)
-    torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ.get("WORLD_SIZE", "1"))))
-    task = ReferenceTask.from_config(config, run_dir=run_dir)
+    try:
+        config = load_config(args.config, args.set)
+        init_distributed(config)
+        os.makedirs(run_dir, exist_ok=True)
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ.get("WORLD_SIZE", "1"))))
+        task = ReferenceTask.from_config(config, run_dir=run_dir)
+    except ConfigError as error:  # a bad key, value or unset variable: say which, before anything is written
+        logger.error("%s", error)
+        if dist.is_initialized():
+            dist.destroy_process_group()
+        return 2
     if args.resume:
         resume(task, args.resume)
         logger.info(

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import torch
 
-from bad_input import assert_reported
+from bad_input import assert_reported, assert_warned, run_to_the_end_and_warnings
 from classy_hooks.core import ClassyHook, HookConfigError, LastBatch, TaskContractError, build_hook
 from classy_hooks.export import OutputCSVHook
 from helpers import make_task
@@ -322,3 +322,11 @@ def test_task_without_last_batch_is_reported_at_on_start(tmp_path: Path) -> None
         task.run()
     assert_reported(info.value, TaskContractError, ("OutputCSVHook", "last_batch", "Add them to your task"))
     assert task.num_updates == 0
+
+
+def test_batch_without_the_id_key_is_a_warning_and_training_continues(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    task = make_task([build_hook({"name": "output_csv", "folder": str(tmp_path / "csv"), "id_key": "uid"})], num_epochs=1)
+    warnings = run_to_the_end_and_warnings(task, caplog)
+    assert_warned(warnings, ("OutputCSVHook", "a test batch has no 'uid' key", "Add a unique id"))

@@ -18,6 +18,8 @@ from classy_hooks.core import HookConfigError, LastBatch, build_hook
 from classy_hooks.export import ExportError, TorchExportHook
 from classy_hooks.export.torch_export_hook import dynamic_batch_shapes
 from helpers import make_task, subprocess_env
+from untraceable_models import DataDependent as DataDependentWrapper
+from untraceable_models import wrap_model
 
 
 def run_export(hook: TorchExportHook, model: torch.nn.Module) -> torch.export.ExportedProgram:
@@ -249,3 +251,12 @@ def test_cuda_device_without_cuda_is_reported_at_on_start(tmp_path: Path) -> Non
         task.run()
     assert_reported(info.value, HookConfigError, ("TorchExportHook", "device", "cuda:0", 'Pass device="cpu"'))
     assert task.num_updates == 0
+
+
+def test_data_dependent_model_is_reported_when_training_is_over(tmp_path: Path) -> None:
+    hook = build_hook({"name": "torch_export", "export_folder": str(tmp_path / "export")})
+    task = wrap_model(make_task([hook], num_epochs=1), DataDependentWrapper)
+    with pytest.raises(ExportError) as info:
+        task.run()
+    assert_reported(info.value, ExportError, ("TorchExportHook", "DataDependent", "torch.export", "use torch.cond"))
+    assert task.num_updates == task.num_train_phases * 128, "the error came before training was over"

@@ -15,6 +15,7 @@ from bad_input import assert_reported
 from classy_hooks.core import HookConfigError, TaskContractError, build_hook
 from classy_hooks.export import ExportError, TorchscriptHook
 from helpers import make_task
+from untraceable_models import DetectorLike, wrap_model
 
 
 def run_export(hook: TorchscriptHook, model: torch.nn.Module) -> Any:
@@ -113,3 +114,13 @@ def test_task_without_base_model_is_reported_at_on_start(tmp_path: Path) -> None
     with pytest.raises(TaskContractError) as info:
         hook.on_start(SimpleNamespace())
     assert_reported(info.value, TaskContractError, ("TorchscriptHook", "base_model", "Add them to your task"))
+
+
+@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")
+def test_untraceable_model_is_reported_when_training_is_over(tmp_path: Path) -> None:
+    hook = build_hook({"name": "torchscript", "torchscript_folder": str(tmp_path / "ts")})
+    task = wrap_model(make_task([hook], num_epochs=1, test_phase_period=0), DetectorLike)
+    with pytest.raises(ExportError) as info:
+        task.run()
+    assert_reported(info.value, ExportError, ("TorchscriptHook", "DetectorLike", "pass trace_strict=False"))
+    assert task.num_updates == task.num_train_phases * 128, "the error came before training was over"

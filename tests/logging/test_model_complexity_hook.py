@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch import nn
 
+from bad_input import assert_reported, assert_warned, run_to_the_end_and_warnings
 from classy_hooks.core import HookConfigError, TaskContractError, build_hook
 from classy_hooks.logging import ModelComplexityHook
 from helpers import make_task
@@ -132,3 +133,19 @@ def test_matches_torchvision_published_gflops(name: str) -> None:
     assert conv_and_matmul == pytest.approx(published, rel=0.02)
     assert hook.num_flops is not None and published <= hook.num_flops <= 1.05 * published
     assert hook.num_parameters == weights.meta["num_params"]
+
+
+# ---- bad input: reported early, as a documented error naming the hook, the argument and the fix ----
+
+
+def test_task_without_base_model_is_reported_at_on_start() -> None:
+    with pytest.raises(TaskContractError) as info:
+        build_hook({"name": "model_complexity"}).on_start(SimpleNamespace(last_batch=None))
+    assert_reported(info.value, TaskContractError, ("ModelComplexityHook", "base_model", "Add them to your task"))
+
+
+def test_bad_input_shape_is_a_warning_and_training_continues(caplog: pytest.LogCaptureFixture) -> None:
+    task = make_task([build_hook({"name": "model_complexity"})], num_epochs=1)
+    task.base_model.input_shape = "3x16x16"
+    warnings = run_to_the_end_and_warnings(task, caplog)
+    assert_warned(warnings, ("ModelComplexityHook", "input_shape must be a sequence", "FLOPs and activations not counted"))

@@ -10,10 +10,11 @@ import torch
 from logging_hook_utils import has_graph
 from tensorboardX import SummaryWriter
 
-from bad_input import assert_reported
+from bad_input import assert_reported, assert_warned, run_to_the_end_and_warnings
 from classy_hooks.core import HookConfigError, build_hook
 from classy_hooks.logging import ModelTensorboardHook
 from helpers import make_task
+from untraceable_models import DetectorLike, wrap_model
 
 LOGGER = "classy_hooks.logging.model_tensorboard_hook"
 
@@ -83,3 +84,11 @@ def test_writer_given_as_a_path_is_reported_by_the_constructor() -> None:
     with pytest.raises(HookConfigError) as info:
         ModelTensorboardHook(tb_writer="runs/tb")  # type: ignore[arg-type]
     assert_reported(info.value, HookConfigError, ("ModelTensorboardHook", "tb_writer", "Pass tensorboardX.SummaryWriter"))
+
+
+@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")
+def test_untraceable_model_is_a_warning_and_training_continues(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    hook = build_hook({"name": "model_tensorboard", "summary_writer": {"logdir": str(tmp_path / "tb")}})
+    task = wrap_model(make_task([hook], num_epochs=1, test_phase_period=0), DetectorLike)
+    warnings = run_to_the_end_and_warnings(task, caplog)
+    assert_warned(warnings, ("ModelTensorboardHook", "could not trace DetectorLike", "training continues"))

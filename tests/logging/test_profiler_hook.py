@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import logging
+from types import SimpleNamespace
 
 import pytest
 import torch
 
+from bad_input import assert_reported, assert_warned, run_to_the_end_and_warnings
 from classy_hooks.core import HookConfigError, TaskContractError, build_hook
 from classy_hooks.logging import ProfilerHook
 from helpers import make_task
@@ -61,3 +63,20 @@ def test_profiles_the_first_batch_when_the_model_has_no_input_shape() -> None:
     del task.base_model.input_shape
     task.run()
     assert hook.table is not None and "aten::convolution_backward" in hook.table
+
+
+# ---- bad input: reported early, as a documented error naming the hook, the argument and the fix ----
+
+
+def test_task_without_get_batchsize_per_replica_is_reported_at_on_start() -> None:
+    task = SimpleNamespace(base_model=torch.nn.Linear(2, 2), last_batch=None)
+    with pytest.raises(TaskContractError) as info:
+        build_hook({"name": "profiler"}).on_start(task)
+    assert_reported(info.value, TaskContractError, ("ProfilerHook", "get_batchsize_per_replica", "Add them to your task"))
+
+
+def test_bad_input_shape_is_a_warning_and_training_continues(caplog: pytest.LogCaptureFixture) -> None:
+    task = make_task([build_hook({"name": "profiler"})], num_epochs=1)
+    task.base_model.input_shape = "3x16x16"
+    warnings = run_to_the_end_and_warnings(task, caplog)
+    assert_warned(warnings, ("ProfilerHook", "input_shape must be a sequence", "not profiling"))

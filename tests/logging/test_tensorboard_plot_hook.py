@@ -12,7 +12,7 @@ import torch
 from logging_hook_utils import EPOCH_SCHEDULE_LRS, PhaseRecorder, read_scalars, run_epoch_schedule_loop
 from tensorboardX import SummaryWriter
 
-from bad_input import assert_reported
+from bad_input import assert_reported, assert_warned, run_to_the_end_and_warnings
 from classy_hooks.core import HookConfigError, TaskContractError, build_hook
 from classy_hooks.logging import TensorboardPlotHook
 from helpers import make_task
@@ -256,3 +256,8 @@ def test_logdir_under_a_file_is_reported_at_on_start(tmp_path: Path) -> None:
     mentions = ("TensorboardPlotHook", "summary_writer", "afile/tb", "Pass a folder you can write to")
     assert_reported(info.value, HookConfigError, mentions)
     assert task.num_updates == 0
+
+
+def test_no_writer_is_a_warning_and_training_continues(caplog: pytest.LogCaptureFixture) -> None:
+    warnings = run_to_the_end_and_warnings(make_task([TensorboardPlotHook(tb_writer=None)], num_epochs=1), caplog)
+    assert_warned(warnings, ("TensorboardPlotHook", "no tb_writer on the primary rank", "Pass a tensorboardX.SummaryWriter"))

@@ -6,11 +6,13 @@ import logging
 import os
 from collections import OrderedDict
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
 
+from bad_input import assert_reported
 from classy_hooks.model import CheckpointError, CheckpointHook, check_weights_only, list_checkpoints, load_checkpoint
 from classy_hooks.model.checkpoint_io import make_checkpoint, remove_stale_temp_files, resume_task, write_checkpoint
 from helpers import make_task
@@ -229,3 +231,40 @@ def test_resumed_tensors_do_not_write_through_to_the_file(folder: Path) -> None:
     resume_task(task, folder)
     task.run()  # two more epochs update the model and the optimizer's momentum in place
     assert (folder / "checkpoint.torch").read_bytes() == before
+
+
+# ---- bad input: reported early, as a documented error naming the hook, the argument and the fix ----
+
+
+def _truncated(tmp: Path) -> Path:
+    folder = tmp / "ckpt"
+    make_task([CheckpointHook(str(folder))], num_epochs=1).run()
+    path = folder / "checkpoint.torch"
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    return path
+
+
+def _garbage(tmp: Path) -> Path:
+    (tmp / "checkpoint.torch").write_bytes(b"this is not a checkpoint\n" * 10)
+    return tmp / "checkpoint.torch"
+
+
+def _foreign(tmp: Path) -> Path:
+    torch.save({"state_dict": {"w": torch.zeros(2)}}, tmp / "weights.pt")
+    return tmp / "weights.pt"
+
+
+@pytest.mark.parametrize(
+    ("load", "mentions"),
+    [
+        pytest.param(lambda tmp: load_checkpoint(_truncated(tmp)), ("checkpoint.torch", "truncated", "restore the file from a copy"), id="truncated"),
+        pytest.param(lambda tmp: resume_task(make_task(), _garbage(tmp)), ("checkpoint.torch", "corrupt", "start the run without resuming"), id="resume-garbage-file"),
+        pytest.param(lambda tmp: resume_task(make_task(), tmp / "no-such-run"), ("no-such-run", "does not exist", "Pass a checkpoint file or a folder"), id="resume-missing-folder"),
+        pytest.param(lambda tmp: load_checkpoint(_foreign(tmp)), ("weights.pt", "not written by CheckpointHook", "Pass a checkpoint.torch"), id="not-written-by-checkpoint-hook"),
+        pytest.param(lambda tmp: load_checkpoint(_garbage(tmp), fallback=True), ("checkpoint.torch", "No valid checkpoint to fall back to", "restore the file"), id="fallback-finds-nothing-valid"),
+    ],
+)
+def test_bad_checkpoint_is_refused_before_anything_is_restored(tmp_path: Path, load: Any, mentions: tuple[str, ...]) -> None:
+    with pytest.raises(CheckpointError) as info:
+        load(tmp_path)
+    assert_reported(info.value, CheckpointError, ("load_checkpoint", *mentions))

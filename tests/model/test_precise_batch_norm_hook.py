@@ -20,7 +20,7 @@ from helpers import make_task
 with warnings.catch_warnings():  # fvcore.nn calls torch.jit.script at import (deprecated in torch>=2.11)
     warnings.simplefilter("ignore", FutureWarning)
     from fvcore.nn.precise_bn import update_bn_stats
-from bad_input import assert_reported
+from bad_input import assert_reported, assert_warned, run_to_the_end_and_warnings
 from reference_trainer.models import SmallCNN
 
 
@@ -283,3 +283,9 @@ def test_task_without_dataloader_is_reported_at_on_start() -> None:
         task.run()
     assert_reported(info.value, TaskContractError, ("PreciseBatchNormHook", "dataloader", "Add them to your task"))
     assert task.num_updates == 0
+
+
+def test_more_samples_than_the_phase_is_a_warning_and_training_continues(caplog: pytest.LogCaptureFixture) -> None:
+    task = make_task([build_hook({"name": "precise_bn", "num_samples": 10_000})], num_epochs=1)
+    warnings = run_to_the_end_and_warnings(task, caplog)
+    assert_warned(warnings, ("PreciseBatchNormHook", "provided only 128 of num_samples=10000"))

@@ -151,3 +151,49 @@ def test_fsdp2_run_on_two_ranks_trains_like_ddp(tmp_path: Path, compile_options:
     assert not any("_orig_mod" in key or key.startswith("module.") for key in results["fsdp"])
     for key, value in results["ddp"].items():
         torch.testing.assert_close(results["fsdp"][key], value, rtol=1e-3, atol=1e-4, msg=key)
+
+
+def test_device_auto_is_cuda_when_available_else_cpu_and_cuda_without_one_is_an_error() -> None:
+    from reference_trainer.config import ConfigError
+
+    task = make_task([], num_epochs=1)
+    assert task.device.type == ("cuda" if torch.cuda.is_available() else "cpu") and task.use_gpu == torch.cuda.is_available()
+    assert next(task.base_model.parameters()).device.type == task.device.type
+    if torch.cuda.is_available():
+        assert make_task([], device="cuda").device == torch.device("cuda", 0)
+    else:  # this machine: "cuda" is refused early, with the fix
+        with pytest.raises(ConfigError, match="'device': 'cuda' but torch sees no CUDA device; use 'auto' or 'cpu'"):
+            make_task([], device="cuda")
+    with pytest.raises(ConfigError, match="'device' must be 'auto', 'cpu' or 'cuda', got 'gpu'"):
+        make_task([], device="gpu")
+
+
+def test_bfloat16_amp_trains_under_autocast_and_its_checkpoint_resumes(tmp_path: Path) -> None:
+    from classy_hooks.model import resume_task
+    from reference_trainer.config import ConfigError
+    from reference_trainer.task import ReferenceTask
+
+    dtypes: set[torch.dtype] = set()
+
+    class OutputDtype(RecordingHook):
+        def on_step(self, task):  # type: ignore[no-untyped-def]
+            dtypes.add(task.last_batch.output.dtype)
+
+    hooks = [{"name": "checkpoint", "checkpoint_folder": "{run_dir}/checkpoints"}]
+    config = tiny_config(num_epochs=2, device="cpu", amp={"dtype": "bfloat16"}, hooks=hooks)
+    task = ReferenceTask.from_config(config, run_dir=str(tmp_path))
+    task.hooks = [*task.hooks, OutputDtype()]
+    task.run()
+    assert dtypes == {torch.bfloat16}  # the forward ran under autocast
+    assert task.grad_scaler is None  # bfloat16 needs no loss scaling
+    assert all(p.dtype == torch.float32 for p in task.base_model.parameters())  # weights stay float32
+    assert task.meters[0].value["top_1"] > 0.5  # it still learns
+    resumed = ReferenceTask(tiny_config(num_epochs=3, device="cpu", amp={"dtype": "bfloat16"}))
+    resume_task(resumed, tmp_path / "checkpoints")
+    assert resumed.phase_idx == 2
+    for key, value in task.base_model.state_dict().items():
+        assert torch.equal(resumed.base_model.state_dict()[key], value), key
+    resumed.run()
+    assert resumed.phase_idx == 5 and all(torch.isfinite(torch.tensor(resumed.losses)))
+    with pytest.raises(ConfigError, match=r"'amp' must be null or \{\"dtype\": \"bfloat16\"\}"):
+        make_task([], amp={"dtype": "int8"})

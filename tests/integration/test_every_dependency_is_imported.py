@@ -46,10 +46,12 @@ def _string_argument(call: ast.Call, position: int, keyword: str) -> str | None:
     return value.value if isinstance(value, ast.Constant) and isinstance(value.value, str) else None
 
 
-def source_imports(package: Path) -> SourceImports:
-    """Parse every module under the package's src/ and collect what it imports."""
+def source_imports(package: Path, skip: Path | None = None) -> SourceImports:
+    """Parse every module under the package's src/ (but not under `skip`) and collect what it imports."""
     found = SourceImports()
     for path in (package / "src").rglob("*.py"):
+        if skip is not None and path.is_relative_to(skip):
+            continue
         for node in ast.walk(ast.parse(path.read_text(), str(path))):
             if isinstance(node, ast.Import):
                 found.modules.update(_first_party_module(alias.name) for alias in node.names)
@@ -121,9 +123,15 @@ def test_every_extra_is_imported_by_the_hooks_that_name_it(package: Path) -> Non
     assert named <= declared, f"{package.name}: import_extra names extras the package does not declare: {named - declared}"
 
 
+#: Core's one subpackage that imports torch without declaring it: the torch code the hook packages (which require
+#: torch) share. Only its modules may import torch; import-linter keeps the rest of core from importing it.
+CORE = ROOT / "packages" / "core"
+TORCH_SUPPORT = CORE / "src" / "classy_hooks" / "core" / "torch_support"
+
+
 @pytest.mark.parametrize("package", PACKAGES, ids=lambda p: p.name)
 def test_every_third_party_import_is_declared(package: Path) -> None:
-    imports = source_imports(package)
+    imports = source_imports(package, skip=TORCH_SUPPORT if package == CORE else None)
     provided = {m for _, req in _requirements(package) for m in import_names(req.name)}
     own = import_names(tomllib.loads((package / "pyproject.toml").read_text())["project"]["name"])
     third_party = {m for m in imports.modules if m not in sys.stdlib_module_names and m != "classy_hooks"}
@@ -148,3 +156,10 @@ def test_the_parser_sees_what_it_must() -> None:
     assert "fvcore" not in source_imports(ROOT / "packages" / "hooks-model").modules
     assert import_names("fvcore") == {"fvcore"}
     assert import_names("classy-hooks-model") == {"classy_hooks.model"}
+
+
+def test_core_imports_torch_only_in_its_torch_support_subpackage() -> None:
+    """The hook packages' shared torch code imports torch (and only torch); no other module of core does."""
+    support = source_imports(CORE, skip=None).modules - source_imports(CORE, skip=TORCH_SUPPORT).modules
+    assert support == {"torch"}
+    assert "torch" not in source_imports(CORE, skip=TORCH_SUPPORT).modules

@@ -8,7 +8,6 @@ from __future__ import annotations
 import copy
 import logging
 import re
-from collections.abc import Mapping, Sequence
 from typing import IO, Any, ClassVar
 
 import torch
@@ -17,6 +16,8 @@ from torch import nn
 from classy_hooks.core import ClassyHook, TaskContractError, is_primary
 from classy_hooks.core.files import atomic_write, ensure_writable_folder
 from classy_hooks.core.module_modes import eval_mode
+from classy_hooks.core.torch_support.devices import model_device
+from classy_hooks.core.torch_support.example_inputs import example_from_batch, example_from_shape
 from classy_hooks.core.url_files import join
 from classy_hooks.core.validation import check_str, config_error
 from classy_hooks.core.wrapped_models import unwrap_model
@@ -54,13 +55,6 @@ def check_device_available(hook: str, device: str) -> None:
             f"is {device!r}, but CUDA is not available here",
             'Pass device="cpu" or run on a GPU machine.',
         )
-
-
-def model_device(model: nn.Module) -> torch.device:
-    """The device of the model's first parameter or buffer (CPU for a model without tensors)."""
-    for tensor in (*model.parameters(), *model.buffers()):
-        return tensor.device
-    return torch.device("cpu")
 
 
 def same_device(a: torch.device, b: torch.device) -> bool:
@@ -114,66 +108,7 @@ def check_not_sharded(hook: str, model: nn.Module) -> None:
         )
 
 
-# ---- example inputs ----------------------------------------------------------------------------
-# One behaviour with classy_hooks.logging.example_input (the graph, complexity and profiler hooks):
-# the same code until the torch packages have a shared module to import it from (issue 14).
-
-
-def _is_shape(value: Any) -> bool:
-    """A non-empty sequence of positive ints (a string like "3x224x224" is not one)."""
-    return (
-        isinstance(value, Sequence)
-        and not isinstance(value, (str, bytes))
-        and bool(value)
-        and all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in value)
-    )
-
-
-def example_from_shape(hook: str, model: nn.Module, batch_size: int) -> tuple[Any, ...]:
-    """Positional args for one forward from `model.input_shape` (per-sample shape, no batch dimension).
-
-    `input_shape` is one shape (one tensor) or a sequence of shapes (one tensor each), filled with a
-    seeded standard normal (the same every run; not zeros, which hide most numeric differences), on
-    the model's device. With `model.input_key` (a string) a single tensor is passed as `{input_key: tensor}`.
-    """
-    shape: Any = getattr(model, "input_shape", None)
-    key = getattr(model, "input_key", None)
-    if key is not None and not isinstance(key, str):
-        raise TaskContractError(
-            f"{hook}: base_model.input_key is {key!r}; only one string key (or None) is supported. "
-            "Set input_key to the name the model reads its input under, or remove it."
-        )
-    if _is_shape(shape):
-        shapes = [tuple(shape)]
-    elif isinstance(shape, Sequence) and not isinstance(shape, (str, bytes)) and shape and all(map(_is_shape, shape)):
-        shapes = [tuple(s) for s in shape]
-    else:
-        raise TaskContractError(
-            f"{hook}: base_model.input_shape must be a sequence of positive ints or of such sequences, got {shape!r}. "
-            "Set it to the per-sample shape without the batch dimension, e.g. (3, 224, 224)"
-        )
-    generator = torch.Generator().manual_seed(0)
-    device = model_device(model)
-    tensors = [torch.randn(batch_size, *s, generator=generator).to(device) for s in shapes]
-    if key is not None and len(tensors) == 1:
-        return ({key: tensors[0]},)
-    return tuple(tensors)
-
-
-def example_from_batch(task: Any, max_samples: int | None) -> tuple[Any, ...] | None:
-    """`(task.last_batch.sample["input"],)`, the argument the loop gives the model, its tensors cut to `max_samples`.
-
-    The input may be a tensor or a tuple/list/dict of them (non-tensor leaves are kept as they are).
-    None when there is no last batch, no `"input"`, or a tensor without a batch dimension.
-    """
-    sample = getattr(getattr(task, "last_batch", None), "sample", None)
-    if not isinstance(sample, Mapping) or "input" not in sample:
-        return None
-    value = sample["input"]
-    tensors = [t for t in pytree.tree_leaves(value) if isinstance(t, torch.Tensor)]
-    if not tensors or any(t.dim() == 0 or t.shape[0] == 0 for t in tensors):
-        return None
-    return (pytree.tree_map(lambda t: t.detach()[:max_samples] if isinstance(t, torch.Tensor) else t, value),)
+# ---- example inputs (built by classy_hooks.core.torch_support.example_inputs) ---------------------
 
 
 #: The class whose `input_shape` is Classy Vision's (3, 224, 224) default, not a shape a model declared.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import subprocess
 import sys
 import textwrap
@@ -77,3 +78,36 @@ def test_importing_core_never_imports_torch() -> None:
     code = "import sys, classy_hooks.core; print(sorted(m for m in ('torch', 'numpy') if m in sys.modules))"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert proc.stdout.strip() == "[]"
+
+
+def _declared_hook_entry_points(pyproject: str) -> dict[str, str]:
+    """The `name = "module:Class"` lines of a pyproject's `classy_hooks.hooks` table (tomllib is 3.11+)."""
+    entries: dict[str, str] = {}
+    in_table = False
+    for line in pyproject.splitlines():
+        line = line.strip()
+        if line.startswith("["):
+            in_table = line == '[project.entry-points."classy_hooks.hooks"]'
+        elif in_table and "=" in line and not line.startswith("#"):
+            name, target = (part.strip() for part in line.split("=", 1))
+            entries[name] = target.strip('"')
+    return entries
+
+
+def test_every_declared_hook_entry_point_is_installed() -> None:
+    """A hook whose `classy_hooks.hooks` entry point is declared in a pyproject but not installed is a defect.
+
+    The dev environment installs all four packages (./tools/bootstrap), so nothing here is optional: a missing or
+    different entry point fails (it means a stale install or a pyproject out of step with the installed metadata).
+    """
+    root = Path(__file__).resolve().parents[2]
+    declared: dict[str, str] = {}
+    for pyproject in sorted(root.glob("packages/*/pyproject.toml")):
+        declared.update(_declared_hook_entry_points(pyproject.read_text()))
+    assert declared, "no pyproject declares a classy_hooks.hooks entry point"
+    installed = {ep.name: ep.value for ep in importlib.metadata.entry_points(group="classy_hooks.hooks")}
+    missing = {name: target for name, target in declared.items() if installed.get(name) != target}
+    assert not missing, (
+        f"declared but not installed (or installed with another target): {missing}; installed: {installed}. "
+        "Reinstall the packages (./tools/bootstrap) or fix the pyproject."
+    )

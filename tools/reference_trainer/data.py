@@ -10,7 +10,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 
-class SyntheticImages(Dataset):
+class SyntheticImages(Dataset[dict[str, torch.Tensor]]):
     """`num_samples` images: a class prototype plus noise, the same for a given seed on every rank.
 
     `seed` fixes the class prototypes; `split` picks which samples are drawn (train 0, test 1).
@@ -95,7 +95,7 @@ def build_loader(
     """
     sampler: Sampler[int]
     if train:
-        dist_sampler = DistributedSampler(
+        dist_sampler: DistributedSampler[int] = DistributedSampler(
             dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=seed, drop_last=True
         )
         dist_sampler.set_epoch(epoch)

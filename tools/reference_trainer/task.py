@@ -225,7 +225,7 @@ class ReferenceTask:
             "losses": torch.stack(self.losses) if self.losses else torch.zeros(0),
             "meters": [m.get_classy_state() for m in self.meters],
         }
-        ranks = [local]
+        ranks: list[Any] = [local]
         if dist.is_initialized() and get_world_size() > 1:
             ranks = [None] * get_world_size()
             dist.all_gather_object(ranks, local)

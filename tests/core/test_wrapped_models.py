@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from classy_hooks.core.wrapped_models import is_wrapper, plain_key, plain_state_dict, unwrap_model
+from classy_hooks.core.wrapped_models import has_wrapper_keys, is_wrapper, plain_key, plain_state_dict, unwrap_model
 
 
 def _model() -> nn.Module:
@@ -41,3 +41,9 @@ def test_a_compiled_submodule_loses_its_inner_segment_and_a_submodule_named_modu
 def test_colliding_keys_are_an_error() -> None:
     with pytest.raises(ValueError, match=r"'fc\.weight' and '_orig_mod\.fc\.weight' both map to 'fc\.weight'"):
         plain_state_dict({"fc.weight": 1, "_orig_mod.fc.weight": 2})
+
+
+def test_has_wrapper_keys_is_true_only_when_plain_key_changes_a_key() -> None:
+    assert has_wrapper_keys(["module.fc.weight"]) and has_wrapper_keys(["a._orig_mod.b", "c"])
+    assert not has_wrapper_keys(["fc.weight", "block.module.bias", "orig_mod_x.w", "a._orig_mod"])
+    assert not has_wrapper_keys([])

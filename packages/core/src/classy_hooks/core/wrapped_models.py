@@ -8,12 +8,18 @@ FSDP2's `fully_shard` wraps nothing (it changes the module in place and keeps th
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, TypeVar
+
+#: The attribute of torch.compile's `OptimizedModule` that holds the compiled module, and so the key segment it
+#: adds to state dicts. A private name of torch, matched by name here only (the sole way to recognise a compiled
+#: module without importing torch._dynamo); everything else asks `unwrap_model`, `plain_key` or
+#: `has_wrapper_keys`.
+COMPILED_MODULE_ATTRIBUTE = "_orig_mod"
 
 # (module of the class, class name) -> attribute holding the wrapped module
 _WRAPPERS = {
-    ("torch._dynamo.eval_frame", "OptimizedModule"): "_orig_mod",  # torch.compile(model)
+    ("torch._dynamo.eval_frame", "OptimizedModule"): COMPILED_MODULE_ATTRIBUTE,  # torch.compile(model)
     ("torch.nn.parallel.distributed", "DistributedDataParallel"): "module",
     ("torch.nn.parallel.data_parallel", "DataParallel"): "module",
 }
@@ -54,7 +60,12 @@ def plain_key(key: str) -> str:
     parts = key.split(".")
     while len(parts) > 1 and parts[0] in WRAPPER_KEY_SEGMENTS:
         parts.pop(0)
-    return ".".join(part for i, part in enumerate(parts) if part != "_orig_mod" or i == len(parts) - 1)
+    return ".".join(part for i, part in enumerate(parts) if part != COMPILED_MODULE_ATTRIBUTE or i == len(parts) - 1)
+
+
+def has_wrapper_keys(keys: Iterable[str]) -> bool:
+    """Whether any key has a wrapper segment `plain_key` drops (a cheap test, so saves can skip the copy)."""
+    return any(plain_key(key) != key for key in keys)
 
 
 def plain_state_dict(state_dict: Mapping[str, V]) -> dict[str, V]:

@@ -33,7 +33,7 @@ import torch
 from classy_hooks.core import plain_state_dict
 from classy_hooks.core.files import file_exists, fsync_dir, list_folder, remove_file
 from classy_hooks.core.url_files import is_url, join, local_path
-from classy_hooks.core.wrapped_models import WRAPPER_KEY_SEGMENTS
+from classy_hooks.core.wrapped_models import has_wrapper_keys
 from classy_hooks.model.checkpoint_file import ChecksumMismatch, verify_torch_file, write_torch_file
 
 logger = logging.getLogger(__name__)
@@ -226,15 +226,10 @@ def with_plain_model_keys(classy_state_dict: Mapping[str, Any]) -> dict[str, Any
     """
     state = dict(classy_state_dict)
     model = state.get("base_model")
-    if isinstance(model, Mapping) and all(isinstance(key, str) for key in model) and _has_wrapper_keys(model):
+    if isinstance(model, Mapping) and all(isinstance(key, str) for key in model) and has_wrapper_keys(model):
         plain = plain_state_dict(model)
         state["base_model"] = OrderedDict(plain) if isinstance(model, OrderedDict) else plain
     return state
-
-
-def _has_wrapper_keys(model: Mapping[str, Any]) -> bool:
-    """Whether any key holds a wrapper segment `plain_state_dict` would drop (a cheap test: saves skip the copy)."""
-    return any("_orig_mod" in key or key.partition(".")[0] in WRAPPER_KEY_SEGMENTS for key in model)
 
 
 def holds_dtensors(value: Any) -> bool:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from dev_dependencies import dev_dependency
 from helpers import free_port
 
 #: Fake credentials moto accepts; set so botocore never looks for real ones.
@@ -63,7 +64,7 @@ class S3Server:
 @pytest.fixture(scope="session")
 def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
     """One moto_server for the session."""
-    pytest.importorskip("s3fs", reason="s3fs and moto are dev tools (tools/requirements-dev.txt), not in this venv")
+    dev_dependency("s3fs", reason="s3fs and moto are dev tools (tools/requirements-dev.txt), not in this venv")
     server = S3Server(tmp_path_factory.mktemp("moto"))
     yield server
     server.stop()

@@ -10,6 +10,7 @@ import pytest
 
 from classy_hooks.core import ClassyHook, HookConfigError, register_hook
 from classy_hooks.core.classy_vision_bridge import use_in_classy_vision
+from dev_dependencies import dev_dependency
 
 
 def test_something_other_than_classy_vision_s_hooks_module_is_a_clear_error() -> None:
@@ -17,7 +18,7 @@ def test_something_other_than_classy_vision_s_hooks_module_is_a_clear_error() ->
         use_in_classy_vision(types.ModuleType("not_classy_vision"))
 
 
-classy_hooks_module = pytest.importorskip(
+classy_hooks_module = dev_dependency(
     "classy_vision.hooks", reason="Classy Vision is a test-only dependency of the dev venv (not in the floors venvs)"
 )
 

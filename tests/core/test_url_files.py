@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import subprocess
 import sys
@@ -25,9 +24,10 @@ from classy_hooks.core.url_files import (
     upload_file,
     url_exists,
 )
+from dev_dependencies import missing_dev_dependency
 
 needs_fsspec = pytest.mark.skipif(
-    importlib.util.find_spec("fsspec") is None,
+    missing_dev_dependency("fsspec"),
     reason="fsspec is not installed (core-only floor runs); its absence is tested by the missing-fsspec test",
 )
 

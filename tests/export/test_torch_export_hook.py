@@ -17,6 +17,7 @@ from bad_input import assert_reported
 from classy_hooks.core import HookConfigError, LastBatch, build_hook
 from classy_hooks.export import ExportError, TorchExportHook
 from classy_hooks.export.torch_export_hook import dynamic_batch_shapes
+from dev_dependencies import dev_dependency
 from helpers import make_task, subprocess_env
 from untraceable_models import DataDependent as DataDependentWrapper
 from untraceable_models import wrap_model
@@ -183,7 +184,7 @@ def test_importing_the_package_loads_no_sympy():
 
 def _classy_vision_model_with_a_head() -> Any:
     """A real Classy Vision model with a head: a `ClassyModelHeadExecutorWrapper` whose forward is `(*args, **kwargs)`."""
-    models = pytest.importorskip(
+    models = dev_dependency(
         "classy_vision.models", reason="Classy Vision is a test-only dependency of the dev venv (no torchvision here)"
     )
     torch.manual_seed(0)

@@ -8,20 +8,21 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-import pytest
 import torch
 
-pytest.importorskip(
+from dev_dependencies import dev_dependency
+
+dev_dependency(
     "classy_vision",
     reason="Classy Vision is a test-only dependency of the dev venv (tools/requirements-dev-no-deps.txt); "
     "the floors venv has no torchvision for it",
 )
 
-import classy_vision.hooks
-from classy_vision.tasks import ClassificationTask, build_task
-from classy_vision.trainer import LocalTrainer
+import classy_vision.hooks  # noqa: E402 - after the dependency check
+from classy_vision.tasks import ClassificationTask, build_task  # noqa: E402 - after the dependency check
+from classy_vision.trainer import LocalTrainer  # noqa: E402 - after the dependency check
 
-from classy_hooks.core.classy_vision_bridge import use_in_classy_vision
+from classy_hooks.core.classy_vision_bridge import use_in_classy_vision  # noqa: E402 - after the dependency check
 
 TRAIN_SAMPLES, TEST_SAMPLES, BATCH = 32, 16, 8
 

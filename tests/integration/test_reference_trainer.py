@@ -9,6 +9,7 @@ import pytest
 import torch
 from recording_hook import RecordingHook
 
+from dev_dependencies import dev_dependency
 from helpers import make_task, run_training, tiny_config
 
 
@@ -95,7 +96,7 @@ def test_trainer_end_to_end_from_the_command_line(tmp_path: Path, nproc: int) ->
 
 
 def test_torchvision_models_are_selectable_by_name() -> None:
-    pytest.importorskip("torchvision", reason="torchvision is not installed: the floor run (torch 2.13.0) has none, as torchvision does not import beside torch 2.13")
+    dev_dependency("torchvision", reason="torchvision is not installed: the floor run (torch 2.13.0) has none, as torchvision does not import beside torch 2.13")
     from reference_trainer.models import build_model
 
     model = build_model({"name": "resnet18"}, image_size=32, num_classes=4)

@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from dev_dependencies import dev_dependency
 from helpers import run_training, tiny_config
 
-pytest.importorskip("classy_hooks.model", reason="resuming needs classy-hooks-model's load_checkpoint")
+dev_dependency("classy_hooks.model", reason="resuming needs classy-hooks-model's load_checkpoint")
 
 
 def read_scalars(logdir: Path) -> dict[str, list[tuple[int, float]]]:

@@ -12,6 +12,7 @@ from torch import nn
 from bad_input import assert_reported, assert_warned, run_to_the_end_and_warnings
 from classy_hooks.core import HookConfigError, TaskContractError, build_hook
 from classy_hooks.logging import ModelComplexityHook
+from dev_dependencies import dev_dependency
 from helpers import make_task
 
 LOGGER = "classy_hooks.logging.model_complexity_hook"
@@ -121,7 +122,7 @@ def test_matches_torchvision_published_gflops(name: str) -> None:
     """torchvision's weights metadata ("_ops", GFLOPS at 224x224) counts multiply-adds of
     convolutions and matrix products only (pytorch/vision PR #6936), so that part of our count
     must match within 2 %; the total adds BatchNorm and pooling (4.4 % more for mobilenet_v2)."""
-    torchvision = pytest.importorskip("torchvision", reason="torchvision is not installed: the floor run (torch 2.13.0) has none, as torchvision does not import beside torch 2.13")
+    torchvision = dev_dependency("torchvision", reason="torchvision is not installed: the floor run (torch 2.13.0) has none, as torchvision does not import beside torch 2.13")
 
     weights = torchvision.models.get_model_weights(name).DEFAULT
     model = torchvision.models.get_model(name, weights=None)

@@ -15,6 +15,7 @@ from tensorboardX import SummaryWriter
 from bad_input import assert_reported, assert_warned, run_to_the_end_and_warnings
 from classy_hooks.core import HookConfigError, TaskContractError, build_hook
 from classy_hooks.logging import TensorboardPlotHook
+from dev_dependencies import dev_dependency
 from helpers import make_task
 
 TAG = re.compile(r"^[A-Za-z0-9_.\-/]+$")
@@ -219,7 +220,7 @@ def test_a_torch_summary_writer_is_flushed_through_its_public_api_without_a_warn
 
 def test_classy_vision_hook_state_continues_the_step_axis(tmp_path: Path) -> None:
     """A checkpoint of Classy Vision's own TensorboardPlotHook: its train step count becomes `step`, nothing stray."""
-    classy_hooks = pytest.importorskip("classy_vision.hooks", reason="classy-vision is a test-only dev dependency")
+    classy_hooks = dev_dependency("classy_vision.hooks", reason="classy-vision is a test-only dev dependency")
     classy_hook = classy_hooks.TensorboardPlotHook(SummaryWriter(str(tmp_path / "classy")))
     classy_hook.state.step_count = {"train": 24, "test": 8}
     classy_state = classy_hook.get_classy_state()

@@ -6,8 +6,8 @@ import difflib
 import math
 import re
 import time
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Protocol, TypeVar
 
 import torch
 
@@ -152,6 +152,32 @@ def check_summary_writer_kwargs(hook: str, kwargs: Any) -> dict[str, Any]:
                 f"tensorboardX SummaryWriter accepts {list(SUMMARY_WRITER_KEYS)}.{hint}",
             )
     return dict(kwargs)
+
+
+class _WriterFromKwargs(Protocol):
+    """A TensorBoard hook that creates its writer in `on_start` from kept `summary_writer` kwargs."""
+
+    _writer_kwargs: dict[str, Any] | None
+
+
+WriterHook = TypeVar("WriterHook", bound=_WriterFromKwargs)
+
+
+def hook_from_summary_writer_config(
+    hook: str, build: Callable[..., WriterHook], config: Mapping[str, Any], optional: Mapping[str, Any]
+) -> WriterHook:
+    """The TensorBoard hooks' `from_config`: `build(tb_writer=None, ...)` keeping the checked `summary_writer` kwargs.
+
+    `config` is `{"summary_writer": {SummaryWriter kwargs}}` plus the keys of `optional` (key -> default, passed
+    to `build`). The writer itself is created in `on_start`, on the primary rank only.
+    """
+    from classy_hooks.core.config import check_config_keys
+
+    check_config_keys(hook, config, {"summary_writer"}, set(optional))
+    writer_kwargs = check_summary_writer_kwargs(hook, config["summary_writer"])
+    built = build(tb_writer=None, **{key: config.get(key, default) for key, default in optional.items()})
+    built._writer_kwargs = writer_kwargs
+    return built
 
 
 def unique_suffix(hook: str) -> str:

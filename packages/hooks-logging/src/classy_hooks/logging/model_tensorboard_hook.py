@@ -17,9 +17,9 @@ from classy_hooks.core.optional import import_extra
 from classy_hooks.core.wrapped_models import unwrap_model
 from classy_hooks.logging._common import (
     DISTRIBUTION,
-    check_summary_writer_kwargs,
     check_tb_writer,
     create_summary_writer,
+    hook_from_summary_writer_config,
 )
 from classy_hooks.logging.example_input import ExampleInput
 
@@ -65,13 +65,7 @@ class ModelTensorboardHook(ClassyHook):
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> ModelTensorboardHook:
         """Build from `{"summary_writer": {SummaryWriter kwargs}}`; the writer is created in `on_start`."""
-        from classy_hooks.core.config import check_config_keys
-
-        check_config_keys(cls.name(), config, {"summary_writer"}, set())
-        kwargs = check_summary_writer_kwargs(cls.name(), config["summary_writer"])
-        hook = cls(tb_writer=None)
-        hook._writer_kwargs = kwargs
-        return hook
+        return hook_from_summary_writer_config(cls.name(), cls, config, {})
 
     def on_start(self, task: Any) -> None:
         self.check_task(task)

@@ -16,10 +16,10 @@ from classy_hooks.logging._common import (
     DISTRIBUTION,
     PhaseLearningRates,
     as_float,
-    check_summary_writer_kwargs,
     check_tb_writer,
     clean_tag,
     create_summary_writer,
+    hook_from_summary_writer_config,
     learning_rates,
     mean_loss,
     meter_values,
@@ -211,13 +211,7 @@ class TensorboardPlotHook(ClassyHook):
 
         The writer itself is created in `on_start`, on the primary rank only.
         """
-        from classy_hooks.core.config import check_config_keys
-
-        check_config_keys(cls.name(), config, {"summary_writer"}, {"log_period"})
-        kwargs = check_summary_writer_kwargs(cls.name(), config["summary_writer"])
-        hook = cls(tb_writer=None, log_period=config.get("log_period", 10))
-        hook._writer_kwargs = kwargs
-        return hook
+        return hook_from_summary_writer_config(cls.name(), cls, config, {"log_period": 10})
 
     # ---- events ------------------------------------------------------------------------------
 

@@ -42,14 +42,9 @@ class TorchExportHook(ModelExportHookBase):
     since torch.export specialises sizes 0 and 1. With a dynamic batch, parity is also checked on
     half of the example batch.
 
-    Of a `torch.compile`d, DDP or DataParallel `base_model` the module inside is exported (its
-    plain parameter names); an FSDP2-sharded one is refused in `on_start` on every rank.
-
     What it reads: `task.base_model` (optional `input_shape`, `input_key`) and
-    `task.last_batch.sample["input"]`. The example input is up to 16 samples of the last batch at
-    `on_end`, else of the first batch the hook saw in `on_step` (a ClassificationTask has cleared
-    `last_batch` by `on_end`), else a seeded random batch of 4 of `input_shape` (logged; a warning
-    when it is only Classy Vision's (3, 224, 224) default).
+    `task.last_batch.sample["input"]`; wrapped models and the example input are as for every export
+    hook (`ModelExportHookBase`).
     """
 
     file_name = "exported_program.pt2"

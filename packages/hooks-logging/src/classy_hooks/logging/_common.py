@@ -180,6 +180,13 @@ def hook_from_summary_writer_config(
     return built
 
 
+def flush_and_close(tb_writer: Any, owned: bool) -> None:
+    """Flush a writer's events to disk, and close it when the hook created it; OSError/ValueError reach the caller."""
+    tb_writer.flush()
+    if owned:
+        tb_writer.close()
+
+
 def unique_suffix(hook: str) -> str:
     """An event-file name suffix that keeps files apart and in creation order.
 

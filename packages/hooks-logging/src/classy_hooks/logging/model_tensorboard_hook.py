@@ -19,6 +19,7 @@ from classy_hooks.logging._common import (
     DISTRIBUTION,
     check_tb_writer,
     create_summary_writer,
+    flush_and_close,
     hook_from_summary_writer_config,
 )
 from classy_hooks.logging.example_input import ExampleInput
@@ -119,9 +120,7 @@ class ModelTensorboardHook(ClassyHook):
         if self.tb_writer is None:
             return
         try:
-            self.tb_writer.flush()
-            if self._owns_writer:
-                self.tb_writer.close()
+            flush_and_close(self.tb_writer, self._owns_writer)
         except (OSError, ValueError) as exc:
             logger.warning(
                 "%s: writing the graph to TensorBoard failed (%s: %s); training continues.",

@@ -19,6 +19,7 @@ from classy_hooks.logging._common import (
     check_tb_writer,
     clean_tag,
     create_summary_writer,
+    flush_and_close,
     hook_from_summary_writer_config,
     learning_rates,
     mean_loss,
@@ -318,9 +319,7 @@ class TensorboardPlotHook(ClassyHook):
             self._release_writer()
             return
         try:
-            self.tb_writer.flush()
-            if self._owns_writer:
-                self.tb_writer.close()
+            flush_and_close(self.tb_writer, self._owns_writer)
         except (OSError, ValueError) as exc:
             self._writer_failed(f"{type(exc).__name__}: {exc}")
         self._release_writer()

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 import sys
-import warnings
 from typing import Any
 
 import torch
@@ -23,6 +22,7 @@ import torch.distributed as dist
 from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
 from classy_hooks.core import TaskContractError, build_hook
+from classy_hooks.core.deprecations import quiet_jit_deprecations
 from helpers import make_task
 from reference_trainer.models import build_model
 
@@ -35,8 +35,7 @@ def say(line: str) -> None:
 
 
 def load(name: str, path: str) -> Any:
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=r".*torch\.jit\.\w+` is deprecated")
+    with quiet_jit_deprecations():
         return torch.export.load(path).module() if name == "torch_export" else torch.jit.load(path)
 
 

@@ -6,7 +6,6 @@ import copy
 import logging
 import os
 import subprocess
-import warnings
 from pathlib import Path
 from typing import Any, Callable
 
@@ -16,6 +15,7 @@ from export_models import BatchBranch, CallCounter, FrozenBackbone
 from torch import nn
 
 from classy_hooks.core import HookConfigError, TaskContractError
+from classy_hooks.core.deprecations import quiet_jit_deprecations
 from classy_hooks.export import ExportError, TorchExportHook, TorchscriptHook
 from helpers import ROOT, make_task, subprocess_env, torchrun_command
 from reference_trainer.task import ReferenceTask
@@ -26,8 +26,7 @@ HookFactory = Callable[[Path], Any]
 def load_exported(path: str) -> Callable[..., Any]:
     if path.endswith(".pt2"):
         return torch.export.load(path).module()
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=r".*torch\.jit\.\w+` is deprecated")
+    with quiet_jit_deprecations():
         return torch.jit.load(path)
 
 

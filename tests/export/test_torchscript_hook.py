@@ -13,6 +13,7 @@ from export_models import DictOutput, VarArgs
 
 from bad_input import assert_reported
 from classy_hooks.core import HookConfigError, TaskContractError, build_hook
+from classy_hooks.core.deprecations import quiet_jit_deprecations
 from classy_hooks.export import ExportError, TorchscriptHook
 from helpers import make_task
 from untraceable_models import DetectorLike, wrap_model
@@ -23,8 +24,7 @@ def run_export(hook: TorchscriptHook, model: torch.nn.Module) -> Any:
     task.base_model = model
     hook.on_start(task)
     hook.on_end(task)
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=r".*torch\.jit\.\w+` is deprecated")
+    with quiet_jit_deprecations():
         return torch.jit.load(hook.output_path)
 
 

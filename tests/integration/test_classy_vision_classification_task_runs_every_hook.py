@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import logging
-import warnings
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ from classy_vision_runs import (
 )
 
 from classy_hooks.core import ordered_hooks
+from classy_hooks.core.deprecations import quiet_jit_deprecations
 from helpers import read_scalars
 from visdom_server import VisdomServer
 
@@ -192,8 +192,7 @@ def _final_model_output(run: Run, x: torch.Tensor) -> torch.Tensor:
 
 def test_torchscript_file_loads_and_matches_the_final_model(run: Run) -> None:
     x = torch.rand(5, 3, 16, 16, generator=torch.Generator().manual_seed(0))
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=r".*torch\.jit\.\w+` is deprecated")
+    with quiet_jit_deprecations():
         scripted = torch.jit.load(str(run.folder / "export" / "torchscript.pt"))
     with torch.no_grad():
         torch.testing.assert_close(scripted(x), _final_model_output(run, x), rtol=1e-4, atol=1e-5)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import logging
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +13,7 @@ import pytest
 import torch
 
 from classy_hooks.core import build_hooks
+from classy_hooks.core.deprecations import quiet_jit_deprecations
 from classy_hooks.model import load_checkpoint
 from helpers import ROOT, make_task, run_training, tiny_config
 from reference_trainer.models import build_model
@@ -45,8 +45,7 @@ def uncompiled_model(config: dict[str, Any]) -> torch.nn.Module:
 
 
 def load_exports(export_dir: Path) -> dict[str, Any]:
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=r".*torch\.jit\.\w+` is deprecated")
+    with quiet_jit_deprecations():
         scripted = torch.jit.load(str(export_dir / "torchscript.pt"))
     return {"torchscript": scripted, "torch_export": torch.export.load(str(export_dir / "exported_program.pt2")).module()}
 

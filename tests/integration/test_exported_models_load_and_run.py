@@ -4,12 +4,12 @@ batch, and predict exactly what predictions.csv says the final model predicted."
 from __future__ import annotations
 
 import csv
-import warnings
 from pathlib import Path
 
 import pytest
 import torch
 
+from classy_hooks.core.deprecations import quiet_jit_deprecations
 from helpers import make_task, run_training, tiny_config
 
 EXPORT_HOOKS = [
@@ -29,8 +29,7 @@ def csv_predictions(path: Path) -> dict[int, tuple[int, int]]:
 
 
 def load_exports(run_dir: Path) -> dict[str, torch.nn.Module]:
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=r".*torch\.jit\.\w+` is deprecated")
+    with quiet_jit_deprecations():
         scripted = torch.jit.load(str(run_dir / "export" / "torchscript.pt"))
     program = torch.export.load(str(run_dir / "export" / "exported_program.pt2"))
     return {"torchscript": scripted, "torch_export": program.module()}

@@ -8,6 +8,8 @@ import sys
 import textwrap
 from pathlib import Path
 
+from dev_dependencies import dev_dependency
+
 HOOK_MODULE = """
 from classy_hooks.core import ClassyHook, register_hook
 
@@ -100,6 +102,7 @@ def test_every_declared_hook_entry_point_is_installed() -> None:
     The dev environment installs all four packages (./tools/bootstrap), so nothing here is optional: a missing or
     different entry point fails (it means a stale install or a pyproject out of step with the installed metadata).
     """
+    dev_dependency("classy_hooks.model", "the core-only floor venvs install classy-hooks-core alone")
     root = Path(__file__).resolve().parents[2]
     declared: dict[str, str] = {}
     for pyproject in sorted(root.glob("packages/*/pyproject.toml")):
@@ -111,3 +114,20 @@ def test_every_declared_hook_entry_point_is_installed() -> None:
         f"declared but not installed (or installed with another target): {missing}; installed: {installed}. "
         "Reinstall the packages (./tools/bootstrap) or fix the pyproject."
     )
+
+
+def test_known_hooks_lists_exactly_the_entry_points_of_the_pyprojects() -> None:
+    """`KNOWN_HOOKS` (the install hint for a hook whose package is missing) re-lists the pyprojects' entry points:
+    each name must be declared by exactly the distribution it names, and every declared name must be listed."""
+    from classy_hooks.core import KNOWN_HOOKS
+
+    root = Path(__file__).resolve().parents[2]
+    declared: dict[str, str] = {}
+    for pyproject in sorted(root.glob("packages/*/pyproject.toml")):
+        text = pyproject.read_text()
+        distribution = next(
+            line.split("=", 1)[1].strip().strip('"') for line in text.splitlines() if line.startswith("name = ")
+        )
+        declared.update(dict.fromkeys(_declared_hook_entry_points(text), distribution))
+    assert len(declared) == 13
+    assert dict(KNOWN_HOOKS) == declared

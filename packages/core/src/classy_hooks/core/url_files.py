@@ -22,7 +22,7 @@ import os
 import re
 import secrets
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import IO, Any
 
 from classy_hooks.core.errors import HookConfigError, MissingExtraError
@@ -119,17 +119,7 @@ def ensure_writable_url_folder(hook: str, arg: str, url: str, create: bool = Tru
 def upload_file(local: str, url: str, hook: str = "classy-hooks", arg: str = "path") -> None:
     """Publish the complete local file `local` at `url` (see the module docstring for what readers can see)."""
     fs, path = url_filesystem(url, hook, arg)
-    if is_object_store(fs):
-        fs.put_file(local, path)
-        return
-    tmp = _temp_name(path)
-    fs.put_file(local, tmp)
-    try:
-        fs.mv(tmp, path)
-    except BaseException:
-        with contextlib.suppress(Exception):
-            fs.rm_file(tmp)
-        raise
+    _publish(fs, path, lambda name: fs.put_file(local, name))
 
 
 def copy_url(source: str, target: str, hook: str = "classy-hooks", arg: str = "path") -> None:
@@ -140,11 +130,17 @@ def copy_url(source: str, target: str, hook: str = "classy-hooks", arg: str = "p
     """
     fs, source_path = url_filesystem(source, hook, arg)
     _, path = url_filesystem(target, hook, arg)
+    _publish(fs, path, lambda name: fs.copy(source_path, name))
+
+
+def _publish(fs: Any, path: str, write: Callable[[str], None]) -> None:
+    """Make `write(name)` appear at `path` complete: written in place on an object store (one new object, atomic for
+    readers), else to a temporary name beside `path` that is then moved onto it (removed if the move fails)."""
     if is_object_store(fs):
-        fs.copy(source_path, path)
+        write(path)
         return
     tmp = _temp_name(path)
-    fs.copy(source_path, tmp)
+    write(tmp)
     try:
         fs.mv(tmp, path)
     except BaseException:

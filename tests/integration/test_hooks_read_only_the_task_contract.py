@@ -26,8 +26,8 @@ from helpers import ROOT, make_task
 from reference_trainer.task import ReferenceTask
 from visdom_server import VisdomServer
 
-REQUIRED = set(Task.__annotations__) | {
-    name for name in vars(Task) if not name.startswith("_") and callable(getattr(Task, name))
+REQUIRED = {name for name, member in vars(Task).items() if not name.startswith("_") and callable(member)} | {
+    name for name, member in vars(Task).items() if isinstance(member, property)
 }
 CONTRACT = REQUIRED
 OPTIONAL = set(OPTIONAL_TASK_ATTRIBUTES)
@@ -143,13 +143,7 @@ def test_every_hook_reads_only_the_contract_and_reads_what_it_declares(
 def _documented_readers(hook_names: set[str]) -> dict[str, set[str]]:
     """The hook names in each attribute's and method's "Read by:" note of `classy_hooks.core.Task`."""
     body = ast.parse(textwrap.dedent(inspect.getsource(Task))).body[0].body  # type: ignore[attr-defined]
-    notes: dict[str, str] = {}
-    for node, after in zip(body, body[1:]):
-        if isinstance(node, ast.AnnAssign) and isinstance(after, ast.Expr) and isinstance(after.value, ast.Constant):
-            notes[node.target.id] = str(after.value.value)  # type: ignore[union-attr]
-    for node in body:
-        if isinstance(node, ast.FunctionDef):
-            notes[node.name] = ast.get_docstring(node) or ""
+    notes = {node.name: ast.get_docstring(node) or "" for node in body if isinstance(node, ast.FunctionDef)}
     readers = {}
     for name, note in notes.items():
         text = note.split("Read by:", 1)[1] if "Read by:" in note else ""

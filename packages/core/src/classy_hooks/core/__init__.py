@@ -49,6 +49,7 @@ _EXPORTS = {
     "OPTIONAL_TASK_ATTRIBUTES": "task",
     "LastBatch": "task",
     "Meter": "task",
+    "KeepsDataPosition": "task",
     "Task": "task",
     "is_optimizer_step": "task",
     "plain_state_dict": "wrapped_models",
@@ -98,7 +99,14 @@ if TYPE_CHECKING:
         register_hook,
         registered_hook_names,
     )
-    from classy_hooks.core.task import OPTIONAL_TASK_ATTRIBUTES, LastBatch, Meter, Task, is_optimizer_step
+    from classy_hooks.core.task import (
+        OPTIONAL_TASK_ATTRIBUTES,
+        KeepsDataPosition,
+        LastBatch,
+        Meter,
+        Task,
+        is_optimizer_step,
+    )
     from classy_hooks.core.wrapped_models import plain_state_dict, unwrap_model
 
 
@@ -126,6 +134,7 @@ __all__ = [
     "ClassyHookFunctions",
     "ClassyHookState",
     "HookConfigError",
+    "KeepsDataPosition",
     "LastBatch",
     "LoopTask",
     "Meter",

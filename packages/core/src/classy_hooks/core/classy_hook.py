@@ -9,6 +9,7 @@ from typing import Any, ClassVar
 
 from classy_hooks.core.config import check_config_keys, constructor_arguments
 from classy_hooks.core.errors import TaskContractError
+from classy_hooks.core.task import Task
 
 
 def has_task_attribute(task: Any, name: str) -> bool:
@@ -85,7 +86,7 @@ class ClassyHook(abc.ABC):
     def _noop(self, *args: Any, **kwargs: Any) -> None:  # noqa: B027 - deliberately empty, not abstract
         """Stand-in for hook functions a hook does not use."""
 
-    def check_task(self, task: Any, attributes: Iterable[str] | None = None) -> None:
+    def check_task(self, task: Task, attributes: Iterable[str] | None = None) -> None:
         """Raise `TaskContractError` if `task` lacks any of the attributes this hook reads.
 
         Presence is checked without evaluating anything (`has_task_attribute`): a property that is
@@ -108,21 +109,21 @@ class ClassyHook(abc.ABC):
         self.state.set_classy_state(state_dict)
 
     @abc.abstractmethod
-    def on_start(self, task: Any) -> None:
+    def on_start(self, task: Task) -> None:
         """Called once before the first phase, after any checkpoint has been restored."""
 
     @abc.abstractmethod
-    def on_phase_start(self, task: Any) -> None:
+    def on_phase_start(self, task: Task) -> None:
         """Called at the start of each phase, after the task has advanced to it."""
 
     @abc.abstractmethod
-    def on_step(self, task: Any) -> None:
+    def on_step(self, task: Task) -> None:
         """Called after each batch (train or test) with `task.last_batch` filled in."""
 
     @abc.abstractmethod
-    def on_phase_end(self, task: Any) -> None:
+    def on_phase_end(self, task: Task) -> None:
         """Called at the end of each phase, after losses and meters were synced across ranks."""
 
     @abc.abstractmethod
-    def on_end(self, task: Any) -> None:
+    def on_end(self, task: Task) -> None:
         """Called once after the last phase."""

@@ -12,6 +12,7 @@ from typing import Any
 from classy_hooks.core.classy_hook import ClassyHook
 from classy_hooks.core.constants import ClassyHookFunctions
 from classy_hooks.core.errors import HookConfigError
+from classy_hooks.core.task import Task
 
 logger = logging.getLogger(__name__)
 
@@ -31,7 +32,7 @@ def ordered_hooks(hooks: Sequence[ClassyHook]) -> list[ClassyHook]:
     return sorted(hooks, key=_order)
 
 
-def call_hooks(hooks: Sequence[ClassyHook], function: ClassyHookFunctions | str, task: Any) -> None:
+def call_hooks(hooks: Sequence[ClassyHook], function: ClassyHookFunctions | str, task: Task) -> None:
     """Call one hook function (e.g. `on_step`) on every hook: in declared `order`, then in list order."""
     name = ClassyHookFunctions(function).value
     was_active = getattr(_dispatching, "active", False)

@@ -47,52 +47,75 @@ class Task(Protocol):
     loop has advanced to the new phase (so `train`, `phase_idx`, ... describe it); before
     `on_phase_end` it has averaged `losses` and synced `meters` across ranks. The "Read by" notes
     are checked against what each hook really touches (tests/integration/test_hooks_read_only_the_task_contract.py).
+    Hooks only read these, so each is a read-only property here: a plain attribute or a property satisfies it.
     """
 
-    base_model: Any
-    """`torch.nn.Module`, never a DDP wrapper. Hooks may change it in place (EMA swap, BN statistics).
-    Optional attributes on it: `input_shape` (per-sample shape, no batch dim) and `input_key`.
-    Read by: ema_model_weights, precise_bn, model_complexity, model_tensorboard, profiler, torchscript,
-    torch_export."""
+    @property
+    def base_model(self) -> Any:
+        """`torch.nn.Module`, never a DDP wrapper. Hooks may change it in place (EMA swap, BN statistics).
+        Optional attributes on it: `input_shape` (per-sample shape, no batch dim) and `input_key`.
+        Read by: ema_model_weights, precise_bn, model_complexity, model_tensorboard, profiler, torchscript,
+        torch_export."""
+        ...
 
-    train: bool
-    """True during a train phase. Read by: checkpoint, ema_model_weights, loss_lr_meter_logging, output_csv,
-    precise_bn, progress_bar, tensorboard_plot, visdom."""
+    @property
+    def train(self) -> bool:
+        """True during a train phase. Read by: checkpoint, ema_model_weights, loss_lr_meter_logging, output_csv,
+        precise_bn, progress_bar, tensorboard_plot, visdom."""
+        ...
 
-    phase_type: str
-    """"train" or "test" (derived from `train`). Read by: checkpoint, loss_lr_meter_logging, progress_bar,
-    tensorboard_plot, visdom."""
+    @property
+    def phase_type(self) -> str:
+        """"train" or "test" (derived from `train`). Read by: checkpoint, loss_lr_meter_logging, progress_bar,
+        tensorboard_plot, visdom."""
+        ...
 
-    phase_idx: int
-    """Global index of the current phase over train and test phases, -1 before the first.
-    Read by: checkpoint (per-phase file names), loss_lr_meter_logging, output_csv, progress_bar."""
+    @property
+    def phase_idx(self) -> int:
+        """Global index of the current phase over train and test phases, -1 before the first.
+        Read by: checkpoint (per-phase file names), loss_lr_meter_logging, output_csv, progress_bar."""
+        ...
 
-    train_phase_idx: int
-    """Index of the current train phase counting train phases only, -1 before the first.
-    Read by: loss_lr_meter_logging, visdom."""
+    @property
+    def train_phase_idx(self) -> int:
+        """Index of the current train phase counting train phases only, -1 before the first.
+        Read by: loss_lr_meter_logging, visdom."""
+        ...
 
-    losses: list[Any]
-    """One loss per batch of the current phase; reset at phase start, averaged across ranks
-    before `on_phase_end`. Read by: loss_lr_meter_logging, tensorboard_plot, visdom."""
+    @property
+    def losses(self) -> list[Any]:
+        """One loss per batch of the current phase; reset at phase start, averaged across ranks
+        before `on_phase_end`. Read by: loss_lr_meter_logging, tensorboard_plot, visdom."""
+        ...
 
-    meters: Sequence[Meter]
-    """Metrics of the current phase. Read by: loss_lr_meter_logging, tensorboard_plot, visdom."""
+    @property
+    def meters(self) -> Sequence[Meter]:
+        """Metrics of the current phase. Read by: loss_lr_meter_logging, tensorboard_plot, visdom."""
+        ...
 
-    optimizer: Any
-    """A `torch.optim.Optimizer`; learning rates come from its `param_groups`. None in test-only runs.
-    Read by: loss_lr_meter_logging, tensorboard_plot, visdom."""
+    @property
+    def optimizer(self) -> Any:
+        """A `torch.optim.Optimizer`; learning rates come from its `param_groups`. None in test-only runs.
+        Read by: loss_lr_meter_logging, tensorboard_plot, visdom."""
+        ...
 
-    last_batch: LastBatch | None
-    """The batch that just ran (None before the first step). Read by: loss_lr_meter_logging, output_csv,
-    precise_bn (with `cache_samples`), tensorboard_plot, torchscript, torch_export, and model_complexity,
-    model_tensorboard and profiler when the model has no `input_shape`."""
+    @property
+    def last_batch(self) -> LastBatch | None:
+        """The batch that just ran (None before the first step). Read by: loss_lr_meter_logging, output_csv,
+        precise_bn (with `cache_samples`), tensorboard_plot, torchscript, torch_export, and model_complexity,
+        model_tensorboard and profiler when the model has no `input_shape`."""
+        ...
 
-    num_batches_per_phase: int
-    """Batches in the current phase on this replica. Read by: loss_lr_meter_logging, progress_bar."""
+    @property
+    def num_batches_per_phase(self) -> int:
+        """Batches in the current phase on this replica. Read by: loss_lr_meter_logging, progress_bar."""
+        ...
 
-    dataloader: Any
-    """The current phase's iterable of batch dicts. Hooks may iterate it afresh but never replace it.
-    Read by: loss_lr_meter_logging, precise_bn, progress_bar."""
+    @property
+    def dataloader(self) -> Any:
+        """The current phase's iterable of batch dicts. Hooks may iterate it afresh but never replace it.
+        Read by: loss_lr_meter_logging, precise_bn, progress_bar."""
+        ...
 
     def get_batchsize_per_replica(self) -> int:
         """Batch size on this replica in the current phase. Read by: profiler."""
@@ -150,6 +173,14 @@ OPTIONAL_TASK_ATTRIBUTES: Mapping[str, str] = {
 DATA_POSITION_KEY = "data_position"
 
 
-def is_optimizer_step(task: Any) -> bool:
+class KeepsDataPosition(Protocol):
+    """The optional part of the contract that mid-phase checkpoints need (see `DATA_POSITION_KEY`)."""
+
+    def get_data_position(self) -> dict[str, Any]:
+        """Plain data saying where the loop is inside the current train phase; called on every rank."""
+        ...
+
+
+def is_optimizer_step(task: Task) -> bool:
     """True if the step that just ran updated the parameters (absent flag means every step does)."""
     return bool(getattr(task, "is_optimizer_step", True))

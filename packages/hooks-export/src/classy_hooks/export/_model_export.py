@@ -16,6 +16,7 @@ from torch import nn
 from classy_hooks.core import ClassyHook, TaskContractError, is_primary
 from classy_hooks.core.files import atomic_write, ensure_writable_folder
 from classy_hooks.core.module_modes import eval_mode
+from classy_hooks.core.task import Task
 from classy_hooks.core.torch_support.devices import model_device
 from classy_hooks.core.torch_support.example_inputs import example_from_batch, example_from_shape
 from classy_hooks.core.url_files import join
@@ -76,7 +77,7 @@ def model_on_device(model: nn.Module, device: torch.device) -> nn.Module:
     return copy.deepcopy(model).to(device)
 
 
-def plain_model(task: Any) -> nn.Module:
+def plain_model(task: Task) -> nn.Module:
     """The module the user wrote inside `task.base_model`: `torch.compile`, DDP and DataParallel seen through.
 
     Exporting it, not the wrapper, is what works: TorchScript cannot trace a compiled module, and
@@ -126,7 +127,7 @@ def _declares_input_shape(model: nn.Module) -> bool:
 
 
 def example_args(
-    hook: str, task: Any, model: nn.Module, min_batch: int = 1, seen: tuple[Any, ...] | None = None
+    hook: str, task: Task, model: nn.Module, min_batch: int = 1, seen: tuple[Any, ...] | None = None
 ) -> tuple[Any, ...]:
     """Positional arguments for one forward of `model` on a real input.
 
@@ -283,7 +284,7 @@ class ModelExportHookBase(ClassyHook):
     on_phase_start = ClassyHook._noop
     on_phase_end = ClassyHook._noop
 
-    def on_step(self, task: Any) -> None:
+    def on_step(self, task: Task) -> None:
         """Primary rank, until one is kept: a copy of the batch's input, the example if `on_end` sees no last batch."""
         if self._seen_batch is not None or not is_primary():
             return
@@ -291,7 +292,7 @@ class ModelExportHookBase(ClassyHook):
         if args is not None:  # copied: a slice would keep the whole batch alive
             self._seen_batch = pytree.tree_map(lambda t: t.clone() if isinstance(t, torch.Tensor) else t, args)
 
-    def on_start(self, task: Any) -> None:
+    def on_start(self, task: Task) -> None:
         """Check `task.base_model` (every rank: not FSDP-sharded); primary: the folder and the device."""
         self.check_task(task)
         check_not_sharded(self.name(), plain_model(task))
@@ -332,7 +333,7 @@ class ModelExportHookBase(ClassyHook):
                 "The file was not replaced."
             ) from exc
 
-    def on_end(self, task: Any) -> None:
+    def on_end(self, task: Task) -> None:
         """Primary rank: export the plain module of `task.base_model`, verify the file, then move it into place."""
         if not is_primary():
             return

@@ -32,6 +32,7 @@ from classy_hooks.core.files import (
     sync_folder,
 )
 from classy_hooks.core.shared_folder import check_shared_folder
+from classy_hooks.core.task import Task
 from classy_hooks.core.url_files import join
 from classy_hooks.core.validation import check_bool, check_str, config_error
 
@@ -119,7 +120,7 @@ class OutputCSVHook(ClassyHook):
 
     # ---- hook functions --------------------------------------------------------------------
 
-    def on_start(self, task: Any) -> None:
+    def on_start(self, task: Task) -> None:
         """Check the task and the folder; every rank must be able to write its part file there."""
         self.check_task(task)
         if is_primary():
@@ -137,11 +138,11 @@ class OutputCSVHook(ClassyHook):
             fix="Pass a folder on a shared file system.",
         )
 
-    def on_phase_start(self, task: Any) -> None:
+    def on_phase_start(self, task: Task) -> None:
         """Empty the buffers of the previous phase."""
         self._reset()
 
-    def on_step(self, task: Any) -> None:
+    def on_step(self, task: Task) -> None:
         """Test phases: buffer the ids, predicted classes and target classes of the batch (no host sync)."""
         if task.train or task.last_batch is None:
             return
@@ -196,7 +197,7 @@ class OutputCSVHook(ClassyHook):
         self._predictions.append(output.detach().argmax(dim=1))
         self._targets.append(target_classes)
 
-    def on_phase_end(self, task: Any) -> None:
+    def on_phase_end(self, task: Task) -> None:
         """Test phases: write `predictions.csv` (merging the rank part files under torch.distributed)."""
         if task.train:
             return

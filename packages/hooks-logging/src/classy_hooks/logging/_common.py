@@ -11,6 +11,7 @@ from typing import Any, Protocol, TypeVar
 
 import torch
 
+from classy_hooks.core.task import Task
 from classy_hooks.core.validation import check_plain_data, config_error
 
 DISTRIBUTION = "classy-hooks-logging"
@@ -31,7 +32,7 @@ def format_number(value: float) -> str:
     return f"{value:.4g}"
 
 
-def _param_groups(task: Any) -> Any:
+def _param_groups(task: Task) -> Any:
     """`task.optimizer.param_groups`; of an optimizer wrapper without them (Classy Vision's
     ClassyOptimizer), those of the torch optimizer it holds as `.optimizer`."""
     optimizer = getattr(task, "optimizer", None)
@@ -41,7 +42,7 @@ def _param_groups(task: Any) -> Any:
     return groups or []
 
 
-def learning_rates(task: Any) -> list[float]:
+def learning_rates(task: Task) -> list[float]:
     """The learning rate of every param group of `task.optimizer` (empty without an optimizer)."""
     return [float(group["lr"]) for group in _param_groups(task) if "lr" in group]
 
@@ -59,21 +60,21 @@ class PhaseLearningRates:
     def __init__(self) -> None:
         self._rates: list[Any] | None = None
 
-    def start(self, task: Any) -> None:
+    def start(self, task: Task) -> None:
         self._rates = self._snapshot(task)
 
-    def step(self, task: Any) -> None:
+    def step(self, task: Task) -> None:
         if task.train:
             self._rates = self._snapshot(task)
 
-    def rates(self, task: Any) -> list[float]:
+    def rates(self, task: Task) -> list[float]:
         """The phase's rates; the optimizer's current ones if neither `start` nor `step` ran."""
         if self._rates is None:
             return learning_rates(task)
         return [float(rate) for rate in self._rates]
 
     @staticmethod
-    def _snapshot(task: Any) -> list[Any]:
+    def _snapshot(task: Task) -> list[Any]:
         rates = [group["lr"] for group in _param_groups(task) if "lr" in group]
         return [rate.detach().clone() if isinstance(rate, torch.Tensor) else rate for rate in rates]
 
@@ -89,11 +90,43 @@ def as_float(value: Any) -> float | None:
     return None
 
 
-def start_sum(loss: torch.Tensor) -> torch.Tensor:
-    """A running-sum tensor seeded with `loss`: same dtype (no conversion kernel per step) unless
-    that is a 16-bit float, which would lose precision over a phase (then float32)."""
-    dtype = torch.float32 if loss.dtype in (torch.float16, torch.bfloat16) else loss.dtype
-    return loss.detach().reshape(()).to(dtype, copy=True)
+class RunningLoss:
+    """Sum and count of step losses between two reads, kept without a host sync per step.
+
+    Tensor losses are added in place to a tensor of our own on their device: the same dtype (no
+    conversion kernel per step) unless that is a 16-bit float, which would lose precision over a
+    phase (then float32). Float losses go to a float64 CPU tensor. Only `mean()` syncs.
+    """
+
+    def __init__(self) -> None:
+        self._sum: torch.Tensor | None = None
+        self.count = 0
+
+    def reset(self) -> None:
+        self._sum = None
+        self.count = 0
+
+    def add(self, loss: Any) -> None:
+        """Add one step's loss (a 0-dim tensor or a number); anything else, e.g. None, is not counted."""
+        if isinstance(loss, torch.Tensor):
+            if self._sum is None:
+                dtype = torch.float32 if loss.dtype in (torch.float16, torch.bfloat16) else loss.dtype
+                self._sum = loss.detach().reshape(()).to(dtype, copy=True)
+            else:
+                self._sum.add_(loss.detach().reshape(()))
+        elif isinstance(loss, (int, float)):
+            if self._sum is None:
+                self._sum = torch.zeros((), dtype=torch.float64)
+            self._sum.add_(float(loss))
+        else:
+            return
+        self.count += 1
+
+    def mean(self) -> float | None:
+        """Mean of the losses added since the last reset; None if there were none."""
+        if self._sum is None or not self.count:
+            return None
+        return float(self._sum.item()) / self.count
 
 
 def mean_loss(losses: Sequence[Any]) -> float | None:

@@ -15,6 +15,7 @@ from typing import Any
 from torch import nn
 
 from classy_hooks.core import TaskContractError
+from classy_hooks.core.task import Task
 from classy_hooks.core.torch_support.example_inputs import example_from_batch, example_from_shape
 
 logger = logging.getLogger(__name__)
@@ -55,7 +56,7 @@ class ExampleInput:
             return
         self.use(model, inputs)
 
-    def step(self, task: Any) -> None:
+    def step(self, task: Task) -> None:
         """Call from `on_step`: on the first step after a `start` without `input_shape`, use the batch."""
         if not self.pending:
             return

@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 import logging
-from typing import Any, Optional
-
-import torch
+from typing import Optional
 
 from classy_hooks.core import ClassyHook, is_primary, register_hook
+from classy_hooks.core.task import Task
 from classy_hooks.core.validation import check_optional_int
 from classy_hooks.logging._common import (
     PhaseLearningRates,
+    RunningLoss,
     format_number,
     learning_rates,
     mean_loss,
     meter_values,
-    start_sum,
 )
 
 logger = logging.getLogger(__name__)
@@ -60,19 +59,19 @@ class LossLrMeterLoggingHook(ClassyHook):
     def __init__(self, log_freq: Optional[int] = None) -> None:
         super().__init__()
         self.log_freq = check_optional_int(self.name(), "log_freq", log_freq, minimum=1)
-        self._loss_sum: Any = 0.0
+        self._running_loss = RunningLoss()
         self._steps = 0
         self._phase_rates = PhaseLearningRates()
 
-    def on_start(self, task: Any) -> None:
+    def on_start(self, task: Task) -> None:
         self.check_task(task)
 
-    def on_phase_start(self, task: Any) -> None:
-        self._loss_sum = 0.0
+    def on_phase_start(self, task: Task) -> None:
+        self._running_loss.reset()
         self._steps = 0
         self._phase_rates.start(task)
 
-    def on_step(self, task: Any) -> None:
+    def on_step(self, task: Task) -> None:
         if not is_primary():
             return
         self._steps += 1
@@ -80,28 +79,20 @@ class LossLrMeterLoggingHook(ClassyHook):
         if self.log_freq is None or not task.train:
             return
         last_batch = task.last_batch
-        if last_batch is not None and last_batch.loss is not None:
-            loss = last_batch.loss
-            if isinstance(loss, torch.Tensor):
-                # in place on a tensor we own: no allocation, no host sync
-                if isinstance(self._loss_sum, torch.Tensor):
-                    self._loss_sum.add_(loss.detach())
-                else:
-                    self._loss_sum = start_sum(loss)
-            else:
-                self._loss_sum = self._loss_sum + float(loss)
+        if last_batch is not None:
+            self._running_loss.add(last_batch.loss)
         if self._steps % self.log_freq == 0:
-            mean = float(self._loss_sum) / self._steps
+            mean = self._running_loss.mean()
             self._log(task, "Approximate meters", mean, self._steps, learning_rates(task))
 
-    def on_phase_end(self, task: Any) -> None:
+    def on_phase_end(self, task: Task) -> None:
         if not is_primary() or not task.losses:
             return
         self._log(task, "Synced meters", mean_loss(task.losses), self._steps, self._phase_rates.rates(task))
 
     on_end = ClassyHook._noop
 
-    def _log(self, task: Any, prefix: str, loss: float | None, steps: int, rates: list[float]) -> None:
+    def _log(self, task: Task, prefix: str, loss: float | None, steps: int, rates: list[float]) -> None:
         phase_type = task.phase_type
         if task.train:
             index = f"train phase {task.train_phase_idx}"

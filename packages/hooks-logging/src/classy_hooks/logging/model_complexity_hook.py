@@ -11,6 +11,7 @@ from classy_hooks.core import ClassyHook, is_primary, register_hook
 from classy_hooks.core.deprecations import quiet_jit_deprecations
 from classy_hooks.core.module_modes import eval_mode
 from classy_hooks.core.optional import import_extra
+from classy_hooks.core.task import Task
 from classy_hooks.core.wrapped_models import unwrap_model
 from classy_hooks.logging._common import (
     DISTRIBUTION,
@@ -62,7 +63,7 @@ class ModelComplexityHook(ClassyHook):
         self.unsupported_ops: dict[str, int] = {}
         self._example = ExampleInput(self.name(), "FLOPs and activations not counted", self.compute, self._report)
 
-    def on_start(self, task: Any) -> None:
+    def on_start(self, task: Task) -> None:
         self.check_task(task)
         if not is_primary():
             return
@@ -73,7 +74,7 @@ class ModelComplexityHook(ClassyHook):
 
     on_phase_start = ClassyHook._noop
 
-    def on_step(self, task: Any) -> None:
+    def on_step(self, task: Task) -> None:
         self._example.step(task)
 
     on_phase_end = ClassyHook._noop

@@ -14,6 +14,7 @@ from classy_hooks.core import ClassyHook, is_primary, register_hook
 from classy_hooks.core.deprecations import quiet_jit_deprecations
 from classy_hooks.core.module_modes import eval_mode
 from classy_hooks.core.optional import import_extra
+from classy_hooks.core.task import Task
 from classy_hooks.core.wrapped_models import unwrap_model
 from classy_hooks.logging._common import (
     DISTRIBUTION,
@@ -68,7 +69,7 @@ class ModelTensorboardHook(ClassyHook):
         """Build from `{"summary_writer": {SummaryWriter kwargs}}`; the writer is created in `on_start`."""
         return hook_from_summary_writer_config(cls.name(), cls, config, {})
 
-    def on_start(self, task: Any) -> None:
+    def on_start(self, task: Task) -> None:
         self.check_task(task)
         if not is_primary():
             return
@@ -86,12 +87,12 @@ class ModelTensorboardHook(ClassyHook):
 
     on_phase_start = ClassyHook._noop
 
-    def on_step(self, task: Any) -> None:
+    def on_step(self, task: Task) -> None:
         self._example.step(task)
 
     on_phase_end = ClassyHook._noop
 
-    def on_end(self, task: Any) -> None:
+    def on_end(self, task: Task) -> None:
         self._finish()
 
     def _plot(self, model: torch.nn.Module, inputs: tuple[Any, ...]) -> None:

@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
 
 from classy_hooks.core import ClassyHook, is_primary, register_hook
+from classy_hooks.core.module_modes import preserved_modes
+from classy_hooks.core.task import Task
+from classy_hooks.core.torch_support.example_inputs import tensors_in
+from classy_hooks.core.torch_support.random_state import preserved_rng
 from classy_hooks.logging.example_input import ExampleInput
 
 logger = logging.getLogger(__name__)
@@ -17,15 +22,22 @@ logger = logging.getLogger(__name__)
 ROW_LIMIT = 25
 
 
-def _tensors(value: Any) -> Iterator[torch.Tensor]:
-    if isinstance(value, torch.Tensor):
-        yield value
-    elif isinstance(value, dict):
-        for item in value.values():
-            yield from _tensors(item)
-    elif isinstance(value, (list, tuple)):
-        for item in value:
-            yield from _tensors(item)
+@contextmanager
+def _preserved_grads_and_buffers(model: torch.nn.Module) -> Iterator[None]:
+    """Give back the parameters' gradients and the buffers' values (BatchNorm statistics) on exit."""
+    params = list(model.parameters())
+    grads = [p.grad for p in params]
+    buffers = [b.detach().clone() for b in model.buffers()]
+    for p in params:
+        p.grad = None
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for p, grad in zip(params, grads):
+                p.grad = grad
+            for buffer, saved in zip(model.buffers(), buffers):
+                buffer.copy_(saved)
 
 
 @register_hook("profiler")
@@ -59,7 +71,7 @@ class ProfilerHook(ClassyHook):
         self.profile: Any = None
         self._example = ExampleInput(self.name(), "not profiling", self.run, batch_size=None)
 
-    def on_start(self, task: Any) -> None:
+    def on_start(self, task: Task) -> None:
         self.check_task(task)
         if not is_primary():
             return
@@ -67,7 +79,7 @@ class ProfilerHook(ClassyHook):
 
     on_phase_start = ClassyHook._noop
 
-    def on_step(self, task: Any) -> None:
+    def on_step(self, task: Task) -> None:
         self._example.step(task)
 
     on_phase_end = ClassyHook._noop
@@ -75,52 +87,36 @@ class ProfilerHook(ClassyHook):
 
     def run(self, model: torch.nn.Module, inputs: tuple[Any, ...]) -> str | None:
         """Profile forward+backward of `model(*inputs)`, log the table and return it (None on failure)."""
-        params = list(model.parameters())
-        saved_grads = [p.grad for p in params]
-        saved_buffers = [b.detach().clone() for b in model.buffers()]
-        modes = [(m, m.training) for m in model.modules()]
-        cpu_rng = torch.get_rng_state()
-        cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
         activities = [torch.profiler.ProfilerActivity.CPU]
         if torch.cuda.is_available():
             activities.append(torch.profiler.ProfilerActivity.CUDA)
-        try:
-            model.train()
-            for p in params:
-                p.grad = None
-            self._pass(model, inputs)  # warm-up: allocator, lazy init
-            for p in params:
-                p.grad = None
-            with torch.profiler.profile(activities=activities) as prof:
-                with torch.profiler.record_function("forward"):
-                    output = model(*inputs)
-                with torch.profiler.record_function("backward"):
-                    self._backward(output)
-                if torch.cuda.is_available():
-                    torch.cuda.synchronize()
-            sort_by = "self_cuda_time_total" if torch.cuda.is_available() else "self_cpu_time_total"
-            self.profile = prof
-            self.table = prof.key_averages().table(sort_by=sort_by, row_limit=ROW_LIMIT)
-            logger.info(
-                "%s: forward and backward of %s on a batch of %s:\n%s",
-                self.name(),
-                type(model).__name__,
-                "x".join(str(s) for s in next(_tensors(inputs)).shape) if any(True for _ in _tensors(inputs)) else "?",
-                self.table,
-            )
-        except Exception as exc:  # profiling is optional: never stop training for it
-            logger.warning("%s: profiling failed (%s: %s); training continues.", self.name(), type(exc).__name__, exc)
-        finally:
-            with torch.no_grad():
-                for p, grad in zip(params, saved_grads):
-                    p.grad = grad
-                for buffer, saved in zip(model.buffers(), saved_buffers):
-                    buffer.copy_(saved)
-            for module, mode in modes:
-                module.training = mode
-            torch.set_rng_state(cpu_rng)
-            if cuda_rng is not None:
-                torch.cuda.set_rng_state_all(cuda_rng)
+        with preserved_modes(model), preserved_rng(), _preserved_grads_and_buffers(model):
+            try:
+                model.train()
+                self._pass(model, inputs)  # warm-up: allocator, lazy init
+                model.zero_grad(set_to_none=True)
+                with torch.profiler.profile(activities=activities) as prof:
+                    with torch.profiler.record_function("forward"):
+                        output = model(*inputs)
+                    with torch.profiler.record_function("backward"):
+                        self._backward(output)
+                    if torch.cuda.is_available():
+                        torch.cuda.synchronize()
+                sort_by = "self_cuda_time_total" if torch.cuda.is_available() else "self_cpu_time_total"
+                self.profile = prof
+                self.table = prof.key_averages().table(sort_by=sort_by, row_limit=ROW_LIMIT)
+                tensors = tensors_in(inputs)
+                logger.info(
+                    "%s: forward and backward of %s on a batch of %s:\n%s",
+                    self.name(),
+                    type(model).__name__,
+                    "x".join(str(s) for s in tensors[0].shape) if tensors else "?",
+                    self.table,
+                )
+            except Exception as exc:  # profiling is optional: never stop training for it
+                logger.warning(
+                    "%s: profiling failed (%s: %s); training continues.", self.name(), type(exc).__name__, exc
+                )
         return self.table
 
     def _pass(self, model: torch.nn.Module, inputs: tuple[Any, ...]) -> None:
@@ -128,7 +124,7 @@ class ProfilerHook(ClassyHook):
 
     @staticmethod
     def _backward(output: Any) -> None:
-        outputs = [t for t in _tensors(output) if t.requires_grad]
+        outputs = [t for t in tensors_in(output) if t.requires_grad]
         if not outputs:
             return  # a frozen model: forward only
         total = sum(t.float().sum() for t in outputs)

@@ -11,6 +11,7 @@ from typing import Any
 from tqdm import tqdm
 
 from classy_hooks.core import ClassyHook, is_primary, register_hook
+from classy_hooks.core.task import Task
 
 logger = logging.getLogger(__name__)
 
@@ -58,10 +59,10 @@ class ProgressBarHook(ClassyHook):
         self._started = 0.0
         self._desc = ""
 
-    def on_start(self, task: Any) -> None:
+    def on_start(self, task: Task) -> None:
         self.check_task(task)
 
-    def on_phase_start(self, task: Any) -> None:
+    def on_phase_start(self, task: Task) -> None:
         self._close()
         if not is_primary():
             return
@@ -79,7 +80,7 @@ class ProgressBarHook(ClassyHook):
                 total=self.bar_size or None, desc=self._desc, file=stream, leave=True, ncols=ncols, nrows=nrows
             )
 
-    def on_step(self, task: Any) -> None:
+    def on_step(self, task: Task) -> None:
         if self.progress_bar is not None:
             self.progress_bar.update(1)
             self.batches += 1
@@ -89,13 +90,13 @@ class ProgressBarHook(ClassyHook):
             if milestone < len(MILESTONES) and self.bar_size and self.batches >= MILESTONES[milestone] * self.bar_size:
                 self._log_line()
 
-    def on_phase_end(self, task: Any) -> None:
+    def on_phase_end(self, task: Task) -> None:
         if not self._interactive and self._started and self._next_milestone < len(MILESTONES):
             self._next_milestone = len(MILESTONES) - 1
             self._log_line()
         self._close()
 
-    def on_end(self, task: Any) -> None:
+    def on_end(self, task: Task) -> None:
         self._close()
 
     def _log_line(self) -> None:

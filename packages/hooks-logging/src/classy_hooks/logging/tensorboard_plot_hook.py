@@ -7,14 +7,14 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-import torch
-
 from classy_hooks.core import ClassyHook, ClassyHookState, is_primary, register_hook
 from classy_hooks.core.optional import import_extra
+from classy_hooks.core.task import Task
 from classy_hooks.core.validation import check_int
 from classy_hooks.logging._common import (
     DISTRIBUTION,
     PhaseLearningRates,
+    RunningLoss,
     as_float,
     check_tb_writer,
     clean_tag,
@@ -24,7 +24,6 @@ from classy_hooks.logging._common import (
     learning_rates,
     mean_loss,
     meter_values,
-    start_sum,
 )
 
 logger = logging.getLogger(__name__)
@@ -187,8 +186,7 @@ class TensorboardPlotHook(ClassyHook):
         self.state.step = 0
         self.state.tail_step = -1
         self.state.tail = {}
-        self._window_sum: torch.Tensor | None = None
-        self._window_count = 0
+        self._window_loss = RunningLoss()
         self._fetch_seconds = 0.0
         self._phase_rates = PhaseLearningRates()
         self._failed = False
@@ -216,7 +214,7 @@ class TensorboardPlotHook(ClassyHook):
 
     # ---- events ------------------------------------------------------------------------------
 
-    def on_start(self, task: Any) -> None:
+    def on_start(self, task: Task) -> None:
         self.check_task(task)
         if not is_primary():
             return
@@ -238,13 +236,12 @@ class TensorboardPlotHook(ClassyHook):
                 self.tb_writer.add_scalar(tag, value, step)
             logger.info("%s: resumed at step %d; rewrote %d scalars of that step.", self.name(), step, len(tail))
 
-    def on_phase_start(self, task: Any) -> None:
-        self._window_sum = None
-        self._window_count = 0
+    def on_phase_start(self, task: Task) -> None:
+        self._window_loss.reset()
         self._fetch_seconds = 0.0
         self._phase_rates.start(task)
 
-    def on_step(self, task: Any) -> None:
+    def on_step(self, task: Task) -> None:
         writes = self.tb_writer is not None and is_primary()
         last_batch = task.last_batch
         if writes and last_batch is not None and last_batch.step_data:
@@ -257,28 +254,18 @@ class TensorboardPlotHook(ClassyHook):
         if not writes:
             return
         self._phase_rates.step(task)
-        loss = last_batch.loss if last_batch is not None else None
-        if isinstance(loss, torch.Tensor):
-            if self._window_sum is None:
-                self._window_sum = start_sum(loss)
-            else:
-                self._window_sum.add_(loss.detach().reshape(()))
-            self._window_count += 1
-        elif isinstance(loss, (int, float)):
-            if self._window_sum is None:
-                self._window_sum = torch.zeros((), dtype=torch.float64)
-            self._window_sum.add_(float(loss))
-            self._window_count += 1
+        if last_batch is not None:
+            self._window_loss.add(last_batch.loss)
         if step % self.log_period == 0 and self._writer_alive():
-            if self._window_sum is not None and self._window_count:
-                self._write("Losses/train_step", float(self._window_sum.item()) / self._window_count, step)
+            window_mean = self._window_loss.mean()
+            if window_mean is not None:
+                self._write("Losses/train_step", window_mean, step)
             rates = learning_rates(task)
             for tag, rate in zip(_lr_tags("LearningRate/train_step", len(rates)), rates):
                 self._write(tag, rate, step)
-            self._window_sum = None
-            self._window_count = 0
+            self._window_loss.reset()
 
-    def on_phase_end(self, task: Any) -> None:
+    def on_phase_end(self, task: Task) -> None:
         if self.tb_writer is None or not is_primary() or not self._writer_alive():
             return
         step = int(self.state.step)
@@ -312,7 +299,7 @@ class TensorboardPlotHook(ClassyHook):
         except (OSError, ValueError) as exc:  # ValueError: the file was closed under the writer
             self._writer_failed(f"{type(exc).__name__}: {exc}")
 
-    def on_end(self, task: Any) -> None:
+    def on_end(self, task: Task) -> None:
         if self.tb_writer is None or not is_primary():
             return
         if self._failed:

@@ -12,6 +12,7 @@ from typing import Any, Union
 from classy_hooks.core import ClassyHook, ClassyHookState, is_primary, register_hook
 from classy_hooks.core.errors import ServerUnreachableError
 from classy_hooks.core.optional import import_extra
+from classy_hooks.core.task import Task
 from classy_hooks.core.validation import check_str, config_error
 from classy_hooks.logging._common import DISTRIBUTION, PhaseLearningRates, mean_loss, meter_values
 
@@ -122,7 +123,7 @@ class VisdomHook(ClassyHook):
 
     # ---- events ------------------------------------------------------------------------------
 
-    def on_start(self, task: Any) -> None:
+    def on_start(self, task: Task) -> None:
         self.check_task(task)
         if not is_primary():
             return
@@ -134,15 +135,15 @@ class VisdomHook(ClassyHook):
         for window, lines in self.state.metrics.items():
             self._enqueue(self._redraw_job(window, {name: [list(p) for p in pts] for name, pts in lines.items()}))
 
-    def on_phase_start(self, task: Any) -> None:
+    def on_phase_start(self, task: Task) -> None:
         if is_primary():
             self._phase_rates.start(task)
 
-    def on_step(self, task: Any) -> None:
+    def on_step(self, task: Task) -> None:
         if is_primary():
             self._phase_rates.step(task)  # the rates this step used: on_phase_end may see the next phase's
 
-    def on_phase_end(self, task: Any) -> None:
+    def on_phase_end(self, task: Task) -> None:
         if not is_primary() or not task.losses:
             return
         x = float(max(int(task.train_phase_idx), 0))
@@ -162,7 +163,7 @@ class VisdomHook(ClassyHook):
             self.state.metrics.setdefault(window, {}).setdefault(line, []).append([x, float(y)])
             self._enqueue(self._append_job(window, line, x, float(y)))
 
-    def on_end(self, task: Any) -> None:
+    def on_end(self, task: Task) -> None:
         self.close(DRAIN_TIMEOUT)
 
     def close(self, timeout: float = DRAIN_TIMEOUT) -> None:

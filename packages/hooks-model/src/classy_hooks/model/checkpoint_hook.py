@@ -8,7 +8,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Collection
-from typing import Any, Optional
+from typing import Any, Optional, cast
 
 import torch
 
@@ -26,7 +26,7 @@ from classy_hooks.core import (
 from classy_hooks.core.files import ensure_writable_folder
 from classy_hooks.core.hook_list import RUNS_LAST, warn_if_out_of_order
 from classy_hooks.core.preemption import TrainingPreempted
-from classy_hooks.core.task import DATA_POSITION_KEY
+from classy_hooks.core.task import DATA_POSITION_KEY, KeepsDataPosition, Task
 from classy_hooks.core.url_files import is_url, join, local_path
 from classy_hooks.core.validation import (
     check_bool,
@@ -246,7 +246,7 @@ class CheckpointHook(ClassyHook):
         self.state.written = list(self.state.written)  # own lists: a saved state dict must not change later
         self.state.to_remove = list(self.state.to_remove)
 
-    def on_start(self, task: Any) -> None:
+    def on_start(self, task: Task) -> None:
         self.check_task(task)
         if self.saves_mid_phase and not getattr(task, "test_only", False):
             if not callable(getattr(task, "get_data_position", None)):
@@ -291,7 +291,7 @@ class CheckpointHook(ClassyHook):
             )
         self._prune()  # removals a killed run left pending: all older than the (durable) checkpoint resumed from
 
-    def _decide_sharded(self, task: Any) -> bool:
+    def _decide_sharded(self, task: Task) -> bool:
         """`sharded`, or (None) whether the task state holds DTensors on any rank; the same answer on all ranks."""
         if self.sharded is not None:
             return self.sharded
@@ -329,7 +329,7 @@ class CheckpointHook(ClassyHook):
             # with the training loop's collectives on the default group
             self._save_group = dist.new_group(backend="gloo")
 
-    def on_phase_end(self, task: Any) -> None:
+    def on_phase_end(self, task: Task) -> None:
         saved = self._save_at_phase_end(task)
         if self._signals and not getattr(task, "test_only", False):  # a phase end is a step boundary too
             signum, _ = self._agree()
@@ -339,7 +339,7 @@ class CheckpointHook(ClassyHook):
                     self.save(task, name)
                 self._stop_for(signum, name)
 
-    def _save_at_phase_end(self, task: Any) -> bool:
+    def _save_at_phase_end(self, task: Task) -> bool:
         """The phase-end checkpoint (`phase_types`, `checkpoint_period`); True if this rank saved (or started) it."""
         if task.phase_type in self.phase_types:
             self._last_save_time = time.monotonic()  # every rank alike: the time checkpoints' clock restarts
@@ -358,7 +358,7 @@ class CheckpointHook(ClassyHook):
             self.save(task, phase_checkpoint_name(task.phase_idx))
         return True
 
-    def on_step(self, task: Any) -> None:
+    def on_step(self, task: Task) -> None:
         """After an optimizer step of a train phase: save if N steps or T seconds passed or a signal arrived."""
         if not self.saves_mid_phase or not task.train or not is_optimizer_step(task):
             return
@@ -371,7 +371,8 @@ class CheckpointHook(ClassyHook):
             signum, time_due = self._agree()
         if not (steps_due or time_due or signum):
             return
-        position = task.get_data_position()  # every rank, at the same step: it may be a collective
+        # Every rank, at the same step: it may be a collective. on_start checked that the task has it.
+        position = cast(KeepsDataPosition, task).get_data_position()
         name = step_checkpoint_name(task.phase_idx, int(position["batches"]), preempted=bool(signum))
         if is_primary():
             self.save(task, name, data_position=position)
@@ -446,7 +447,7 @@ class CheckpointHook(ClassyHook):
             signal.signal(signum, previous if previous is not None else signal.SIG_DFL)
         self._previous_handlers = {}
 
-    def on_end(self, task: Any) -> None:
+    def on_end(self, task: Task) -> None:
         self._restore_signal_handlers()
         try:
             self.wait()
@@ -456,7 +457,7 @@ class CheckpointHook(ClassyHook):
                 self._stager.close()
                 self._stager = None
 
-    def save_sharded(self, task: Any, name: str) -> None:
+    def save_sharded(self, task: Task, name: str) -> None:
         """Every rank: save `task` as the sharded checkpoint `<folder>/<name>` (or start it, with `non_blocking`)."""
         from classy_hooks.model.sharded_checkpoint import make_stager, sharded_task_state, start_sharded_save
 
@@ -499,7 +500,7 @@ class CheckpointHook(ClassyHook):
         except BaseException as exc:
             self._error = exc
 
-    def save(self, task: Any, phase_file: str | None = None, data_position: Any = None) -> None:
+    def save(self, task: Task, phase_file: str | None = None, data_position: Any = None) -> None:
         """Write a checkpoint of `task` now (or start writing it, with `non_blocking`).
 
         `data_position` (mid-phase checkpoints: `task.get_data_position()`) is stored in the task state

@@ -32,6 +32,7 @@ import torch
 
 from classy_hooks.core import plain_state_dict
 from classy_hooks.core.files import file_exists, fsync_dir, list_folder, remove_file
+from classy_hooks.core.task import Task
 from classy_hooks.core.url_files import is_url, join, local_path
 from classy_hooks.core.wrapped_models import has_wrapper_keys
 from classy_hooks.model.checkpoint_file import ChecksumMismatch, verify_torch_file, write_torch_file
@@ -526,7 +527,7 @@ def find_sharded_checkpoint(path_or_folder: str | os.PathLike[str], *, fallback:
     return None
 
 
-def resume_task(task: Any, path_or_folder: str | os.PathLike[str], *, fallback: bool = False) -> dict[str, Any]:
+def resume_task(task: Task, path_or_folder: str | os.PathLike[str], *, fallback: bool = False) -> dict[str, Any]:
     """Load a checkpoint (see `load_checkpoint`) into `task` and return the checkpoint dict.
 
     Calls `task.set_classy_state(checkpoint["classy_state_dict"])`, which restores the model,

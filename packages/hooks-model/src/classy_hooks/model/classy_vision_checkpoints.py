@@ -15,6 +15,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
+from classy_hooks.core.task import Task
 from classy_hooks.model.checkpoint_io import CheckpointError
 
 logger = logging.getLogger(__name__)
@@ -41,7 +42,7 @@ def state_dict_name(classy_vision_name: str) -> str:
     return f"{module}.{buffer}" if module else buffer
 
 
-def model_holds_average(task: Any) -> bool:
+def model_holds_average(task: Task) -> bool:
     """Whether the model held Classy Vision's average when the restored checkpoint was written.
 
     Classy Vision swaps the average in for test phases (unless `task.ema` is False) and the checkpoint
@@ -71,7 +72,7 @@ def ema_state_from_classy_vision(state: Mapping[str, Any], *, model_holds_averag
     }
 
 
-def adopt_classy_vision_ema_state(state: Any, task: Any) -> bool:
+def adopt_classy_vision_ema_state(state: Any, task: Task) -> bool:
     """If `state` (the EMA hook's, at `on_start`) was restored from Classy Vision, convert it in place.
 
     Classy Vision's keys are removed, so they are never saved again. Returns True if it converted.

@@ -12,6 +12,7 @@ from torch import nn
 
 from classy_hooks.core import ClassyHook, ClassyHookState, is_optimizer_step, register_hook
 from classy_hooks.core.errors import HookConfigError
+from classy_hooks.core.task import Task
 from classy_hooks.core.validation import check_bool, check_choice, check_float, check_int
 from classy_hooks.core.wrapped_models import plain_key, unwrap_model
 from classy_hooks.model import foreach_ops
@@ -211,7 +212,7 @@ class ExponentialMovingAverageModelHook(ClassyHook):
             )
         return sharded_like(local, tensor) if is_sharded(tensor) else local
 
-    def on_start(self, task: Any) -> None:
+    def on_start(self, task: Task) -> None:
         self.check_task(task)
         adopt_classy_vision_ema_state(self.state, task)  # a state restored from a Classy Vision checkpoint
         named = self._tracked(task.base_model)
@@ -260,7 +261,7 @@ class ExponentialMovingAverageModelHook(ClassyHook):
                 self._held[n] = average.to(dtype=live.dtype)
                 average.copy_(live)
 
-    def prepare_to_load(self, task: Any) -> None:
+    def prepare_to_load(self, task: Task) -> None:
         """Fill `state.ema_state` with tensors laid out as this model's EMA, ready to be loaded into in place.
 
         Names, shapes, dtype (`ema_dtype`), device and placements (DTensors for sharded parameters)
@@ -336,12 +337,12 @@ class ExponentialMovingAverageModelHook(ClassyHook):
             )
         return local_part(saved)
 
-    def on_phase_start(self, task: Any) -> None:
+    def on_phase_start(self, task: Task) -> None:
         want_ema = (not task.train) and bool(getattr(task, "ema", True))
         if want_ema != self.state.swapped:
             self.swap(task)
 
-    def on_step(self, task: Any) -> None:
+    def on_step(self, task: Task) -> None:
         if not task.train or not is_optimizer_step(task):
             return
         self.state.steps_in_period += 1
@@ -359,7 +360,7 @@ class ExponentialMovingAverageModelHook(ClassyHook):
         return self.consider_bn_buffers and bool(self.state.ema_state)
 
     @contextmanager
-    def averaged_weights_in(self, task: Any) -> Iterator[None]:
+    def averaged_weights_in(self, task: Task) -> Iterator[None]:
         """Inside the block the model holds the EMA weights; after it, the weights it held before.
 
         Whatever is written into the tracked tensors inside the block (e.g. precise BatchNorm's statistics
@@ -406,7 +407,7 @@ class ExponentialMovingAverageModelHook(ClassyHook):
         self._int_pairs = (int_ema, int_live)
 
     @torch.no_grad()
-    def update(self, task: Any) -> None:
+    def update(self, task: Task) -> None:
         """One EMA update from the model's current weights with `current_decay()` (`on_step` calls it every
         `update_period` optimizer steps); starts a new period."""
         if self._groups is None:
@@ -431,7 +432,7 @@ class ExponentialMovingAverageModelHook(ClassyHook):
         self.state.steps_in_period = 0
 
     @torch.no_grad()
-    def swap(self, task: Any) -> None:
+    def swap(self, task: Task) -> None:
         """Exchange the model's weights and the EMA copy (training <-> EMA); flips `state.swapped`."""
         ema: dict[str, torch.Tensor] = self.state.ema_state
         swapping_in = not self.state.swapped

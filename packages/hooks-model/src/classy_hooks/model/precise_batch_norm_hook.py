@@ -11,6 +11,8 @@ import torch
 from torch import nn
 
 from classy_hooks.core import ClassyHook, all_reduce, register_hook
+from classy_hooks.core.task import Task
+from classy_hooks.core.torch_support.random_state import preserved_rng
 from classy_hooks.core.validation import check_bool, check_int
 from classy_hooks.model.batch_norm import BatchNorm, is_batch_norm
 from classy_hooks.model.sharded_tensors import fsdp_modules, reshard
@@ -157,14 +159,8 @@ class AveragedWeights(Protocol):
     def holds_averaged_weights(self) -> bool:
         """True while the model holds the averaged weights instead of the training weights."""
 
-    def averaged_weights_in(self, task: Any) -> AbstractContextManager[None]:
+    def averaged_weights_in(self, task: Task) -> AbstractContextManager[None]:
         """A context in which the model holds the averaged weights; what is written there stays in them."""
-
-
-def _rng_devices() -> list[int]:
-    if torch.cuda.is_available() and torch.cuda.is_initialized():  # type: ignore[no-untyped-call]
-        return [torch.cuda.current_device()]
-    return []
 
 
 @register_hook("precise_bn")
@@ -218,29 +214,30 @@ class PreciseBatchNormHook(ClassyHook):
 
     on_end = ClassyHook._noop
 
-    def on_start(self, task: Any) -> None:
+    def on_start(self, task: Task) -> None:
         self.check_task(task, (*self.task_attributes, "last_batch" if self.cache_samples else "dataloader"))
 
-    def on_phase_start(self, task: Any) -> None:
+    def on_phase_start(self, task: Task) -> None:
         self._cache = []
         self._cached = 0
 
-    def on_step(self, task: Any) -> None:
-        if not self.cache_samples or not task.train or self._cached >= self.num_samples:
+    def on_step(self, task: Task) -> None:
+        batch = task.last_batch
+        if not self.cache_samples or not task.train or self._cached >= self.num_samples or batch is None:
             return
-        x = task.last_batch.sample["input"]
+        x = batch.sample["input"]
         take = min(int(x.shape[0]), self.num_samples - self._cached)
         self._cache.append(x[:take].detach().to("cpu", copy=True))
         self._cached += take
 
-    def on_phase_end(self, task: Any) -> None:
+    def on_phase_end(self, task: Task) -> None:
         if not task.train:
             return
         self.update_stats(task)
         self._cache = []
         self._cached = 0
 
-    def _inputs(self, task: Any) -> list[torch.Tensor]:
+    def _inputs(self, task: Task) -> list[torch.Tensor]:
         if self.cache_samples:
             chunks, total = list(self._cache), self._cached
         else:
@@ -266,7 +263,7 @@ class PreciseBatchNormHook(ClassyHook):
         self.last_num_samples = sum(int(c.shape[0]) for c in chunks)
         return chunks
 
-    def _ema_hooks(self, task: Any) -> list[AveragedWeights]:
+    def _ema_hooks(self, task: Task) -> list[AveragedWeights]:
         """The hooks whose averaged weights (with BatchNorm statistics) get statistics of their own."""
         if not getattr(task, "ema", True):
             return []
@@ -276,11 +273,11 @@ class PreciseBatchNormHook(ClassyHook):
             if isinstance(h, AveragedWeights) and h.averages_bn_statistics() and not h.holds_averaged_weights()
         ]
 
-    def update_stats(self, task: Any) -> None:
+    def update_stats(self, task: Task) -> None:
         """Recompute the statistics now (what `on_phase_end` does after a train phase)."""
         model: nn.Module = task.base_model
         layers = bn_modules(model)
-        with torch.random.fork_rng(devices=_rng_devices()):
+        with preserved_rng():
             chunks = self._inputs(task)
             if not layers:
                 return

@@ -44,6 +44,7 @@ from torch.distributed.checkpoint.state_dict_saver import AsyncSaveResponse, asy
 
 from classy_hooks.core import barrier, get_rank, is_primary, plain_state_dict
 from classy_hooks.core.files import atomic_write, fsync_dir
+from classy_hooks.core.task import Task
 from classy_hooks.model.checkpoint_io import CheckpointError, checkpoint_order, make_checkpoint, step_checkpoint_name
 
 logger = logging.getLogger(__name__)
@@ -209,7 +210,7 @@ def remove_stale_sharded_temp(folder: str) -> list[str]:
 # --- state ----------------------------------------------------------------------------------------
 
 
-def _model_and_optimizer(task: Any) -> tuple[torch.nn.Module | None, torch.optim.Optimizer | None]:
+def _model_and_optimizer(task: Task) -> tuple[torch.nn.Module | None, torch.optim.Optimizer | None]:
     model = getattr(task, "base_model", None)
     optimizer = getattr(task, "optimizer", None)
     return (
@@ -218,7 +219,7 @@ def _model_and_optimizer(task: Any) -> tuple[torch.nn.Module | None, torch.optim
     )
 
 
-def sharded_task_state(task: Any) -> dict[str, Any]:
+def sharded_task_state(task: Task) -> dict[str, Any]:
     """`task.get_classy_state()` with the model and optimizer state from DCP's `get_state_dict`.
 
     The model state has the plain module's keys; the optimizer state is keyed by parameter name
@@ -401,7 +402,7 @@ def read_sharded_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     return nested
 
 
-def load_sharded_into_task(task: Any, path: str | os.PathLike[str]) -> dict[str, Any]:
+def load_sharded_into_task(task: Task, path: str | os.PathLike[str]) -> dict[str, Any]:
     """Restore `task` (model, optimizer, hooks, counters) from a sharded checkpoint, in place, on every rank.
 
     Hooks with a `prepare_to_load(task)` method (the EMA hook) are asked first to give their

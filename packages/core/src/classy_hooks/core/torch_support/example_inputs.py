@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from classy_hooks.core.errors import TaskContractError
+from classy_hooks.core.task import Task
 from classy_hooks.core.torch_support.devices import model_device
 
 
@@ -79,7 +80,7 @@ def tensors_in(value: Any) -> list[torch.Tensor]:
     return found
 
 
-def example_from_batch(task: Any, max_samples: int | None) -> tuple[Any, ...] | None:
+def example_from_batch(task: Task, max_samples: int | None) -> tuple[Any, ...] | None:
     """`(task.last_batch.sample["input"],)`, the argument the loop gives the model, its tensors cut to `max_samples`.
 
     The input may be a tensor or a tuple/list/dict of them (non-tensor leaves are kept as they are).

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 import torch
 from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
 
 from classy_hooks.core import (
     ClassyHook,
@@ -18,7 +19,7 @@ from classy_hooks.core import (
     get_hook_class,
     registered_hook_names,
 )
-from classy_hooks.core.task import Task
+from classy_hooks.core.task import DATA_POSITION_KEY, Task
 from helpers import subprocess_env, torchrun_command
 
 
@@ -170,6 +171,77 @@ def test_resume_skips_finished_phases_and_is_bit_identical() -> None:
     assert straight.optimizer.state_dict()["state"][0]["momentum_buffer"].equal(
         resumed.optimizer.state_dict()["state"][0]["momentum_buffer"]
     )
+
+
+class PositionAt(ClassyHook):
+    """Takes what a mid-phase checkpoint holds (task state plus data position) after a chosen step of a phase."""
+
+    on_start = on_phase_start = on_phase_end = on_end = ClassyHook._noop
+
+    def __init__(self, phase_idx: int, batches: int) -> None:
+        super().__init__()
+        self.at, self.saved, self.seen = (phase_idx, batches), None, []
+
+    def on_step(self, task: Any) -> None:
+        self.seen.append((task.phase_idx, task.batches_done))
+        if (task.phase_idx, task.batches_done) == self.at:
+            self.saved = {**task.get_classy_state(deep_copy=True), DATA_POSITION_KEY: task.get_data_position()}
+
+
+def _shuffling_task(hook: PositionAt) -> LoopTask:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 8), nn.Dropout(0.5), nn.Linear(8, 2))
+    return LoopTask(model, torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9), [hook], meters=[MeanMeter()])
+
+
+def test_a_mid_phase_state_continues_its_phase_after_the_batches_done() -> None:
+    dataset = TensorDataset(torch.randn(24, 3), torch.randint(0, 2, (24,)))
+    loader = DataLoader(dataset, batch_size=4, shuffle=True)  # its order is drawn from the global generator
+    plan = [("train", loader), ("train", loader)]
+    straight = _shuffling_task(PositionAt(1, 4))
+    _run_loader(straight, plan)
+    rng_at_end = torch.get_rng_state()
+    state = straight.hooks[0].saved
+    assert state is not None and state[DATA_POSITION_KEY]["batches"] == 4
+
+    resumed = _shuffling_task(PositionAt(-1, -1))
+    resumed.set_classy_state(state)
+    _run_loader(resumed, plan)
+    assert resumed.hooks[0].seen == [(1, 5), (1, 6)]  # phase 1 again, after its 4 batches
+    for name, value in straight.base_model.state_dict().items():
+        assert torch.equal(value, resumed.base_model.state_dict()[name]), name
+    assert resumed.losses == straight.losses and len(resumed.losses) == 6
+    assert resumed.meters[0].get_classy_state() == straight.meters[0].get_classy_state()
+    assert torch.equal(torch.get_rng_state(), rng_at_end)  # dropout drew the same numbers after the resume
+
+
+def _run_loader(task: LoopTask, plan: list[tuple[str, Any]]) -> None:
+    for _, data in task.run_phases(plan):
+        for x, y in data:
+            output = task.model(x)
+            loss = nn.functional.cross_entropy(output, y)
+            loss.backward()
+            task.optimizer.step()
+            task.optimizer.zero_grad()
+            task.step({"input": x, "target": y}, output, loss)
+
+
+def test_a_mid_phase_state_from_another_number_of_ranks_is_refused() -> None:
+    task = LoopTask(nn.Linear(3, 2), batch_size=4)
+    state = task.get_classy_state()
+    state[DATA_POSITION_KEY] = {"batches": 2, "phase_idx": 0, "ranks": [{}, {}]}
+    with pytest.raises(HookConfigError, match=r"inside phase 0 on 2 rank\(s\); resume it on as many ranks \(now 1\)"):
+        task.set_classy_state(state)
+
+
+def test_data_shorter_than_the_batches_done_is_named() -> None:
+    saver = PositionAt(0, 3)
+    task = _shuffling_task(saver)
+    _run(task, [("train", _batches(4))])
+    resumed = _shuffling_task(PositionAt(-1, -1))
+    resumed.set_classy_state(saver.saved)  # type: ignore[arg-type]
+    with pytest.raises(TaskContractError, match="after 3 batches of this phase, but its data now has only 2"):
+        _run(resumed, [("train", _batches(2))])
 
 
 def test_bad_input_is_named() -> None:

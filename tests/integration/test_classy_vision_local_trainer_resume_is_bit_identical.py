@@ -21,6 +21,7 @@ from classy_vision_runs import (
 
 from classy_hooks.core import ClassyHook
 from classy_hooks.model import resume_task
+from helpers import assert_same
 
 pytestmark = pytest.mark.slow
 
@@ -62,21 +63,6 @@ def final_state(task: Any) -> dict[str, Any]:
     }
 
 
-def assert_bit_identical(a: Any, b: Any, path: str = "state") -> None:
-    if isinstance(a, torch.Tensor):
-        assert isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b), path
-    elif isinstance(a, dict):
-        assert set(a) == set(b), (path, sorted(set(a) ^ set(b)))
-        for key in a:
-            assert_bit_identical(a[key], b[key], f"{path}[{key!r}]")
-    elif isinstance(a, (list, tuple)):
-        assert len(a) == len(b), path
-        for i, (x, y) in enumerate(zip(a, b)):
-            assert_bit_identical(x, y, f"{path}[{i}]")
-    else:
-        assert a == b, (path, a, b)
-
-
 def test_resume_with_set_checkpoint_under_local_trainer_is_bit_identical(tmp_path: Path) -> None:
     with classy_hooks_in_classy_vision():
         straight = train(build_classification_task(classification_config(hooks(tmp_path / "straight"))))
@@ -92,12 +78,12 @@ def test_resume_with_set_checkpoint_under_local_trainer_is_bit_identical(tmp_pat
         resumed.set_checkpoint(str(tmp_path / "run"))  # Classy's own: prepare() builds the optimizer, then loads
         train(resumed)
 
-    assert_bit_identical(final_state(straight), final_state(resumed))
+    assert_same(final_state(straight), final_state(resumed))
     later = torch.load(tmp_path / "run" / "checkpoint.torch", weights_only=True)["classy_state_dict"]
     earlier = torch.load(tmp_path / "straight" / "checkpoint.torch", weights_only=True)["classy_state_dict"]
-    assert_bit_identical(earlier["base_model"], later["base_model"])
-    assert_bit_identical(earlier["optimizer"], later["optimizer"])
-    assert_bit_identical(earlier["hooks"], later["hooks"])
+    assert_same(earlier["base_model"], later["base_model"])
+    assert_same(earlier["optimizer"], later["optimizer"])
+    assert_same(earlier["hooks"], later["hooks"])
 
 
 def test_restoring_before_train_loses_the_momentum_because_prepare_rebuilds_the_optimizer(tmp_path: Path) -> None:
@@ -112,7 +98,7 @@ def test_restoring_before_train_loses_the_momentum_because_prepare_rebuilds_the_
         resume_task(task, str(tmp_path / "run"))
         optimizer = task.optimizer.optimizer
         restored = [optimizer.state[p]["momentum_buffer"] for g in optimizer.param_groups for p in g["params"]]
-        assert_bit_identical(momentum, restored)
+        assert_same(momentum, restored)
         task.prepare()  # what LocalTrainer.train() does first: a new torch optimizer, the momentum is gone
     optimizer = task.optimizer.optimizer
     assert all("momentum_buffer" not in optimizer.state[p] for g in optimizer.param_groups for p in g["params"])

@@ -25,7 +25,7 @@ import torch
 from classy_hooks.model import CheckpointHook, ExponentialMovingAverageModelHook, PreciseBatchNormHook, load_checkpoint
 from classy_hooks.model.checkpoint_io import resume_task
 from classy_hooks.model.sharded_checkpoint import LATEST_SHARDED, read_sharded_metadata
-from helpers import ROOT, subprocess_env, tiny_config, train_command, write_config
+from helpers import ROOT, assert_same, subprocess_env, tiny_config, train_command, write_config
 from integration.test_checkpoint_sigkill import _saving
 from reference_trainer.task import ReferenceTask
 
@@ -62,22 +62,6 @@ def _train(run_dir: Path, config: dict[str, Any], extra: tuple[str, ...] = ()) -
     )
     assert proc.returncode == 0, f"training failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
     return proc.stdout
-
-
-def assert_identical(a: Any, b: Any, path: str = "state") -> None:
-    """Bit-identical nested state: same keys, same types, equal tensors (dtype and shape included)."""
-    if isinstance(a, torch.Tensor):
-        assert isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b), path
-    elif isinstance(a, dict):
-        assert isinstance(b, dict) and a.keys() == b.keys(), f"{path}: {sorted(a)} != {sorted(b)}"
-        for key in a:
-            assert_identical(a[key], b[key], f"{path}[{key!r}]")
-    elif isinstance(a, (list, tuple)):
-        assert len(a) == len(b), path
-        for i, (x, y) in enumerate(zip(a, b)):
-            assert_identical(x, y, f"{path}[{i}]")
-    else:
-        assert a == b, f"{path}: {a!r} != {b!r}"
 
 
 def _process_tree(pid: int) -> list[int]:
@@ -142,7 +126,7 @@ def test_resume_into_the_sharded_model_is_bit_identical_with_async_saves(uninter
     assert sorted(os.listdir(tmp_path / "checkpoints")) == [LATEST_SHARDED] + [
         f"model_phase-{n}_end.dcp" for n in (3, 4, 5)
     ]
-    assert_identical(load_checkpoint(tmp_path / "checkpoints"), load_checkpoint(uninterrupted))
+    assert_same(load_checkpoint(tmp_path / "checkpoints"), load_checkpoint(uninterrupted))
 
 
 def test_sigkill_during_sharded_saves_then_resume_ends_bit_identical(uninterrupted: Path, tmp_path: Path) -> None:
@@ -195,7 +179,7 @@ def test_sigkill_during_sharded_saves_then_resume_ends_bit_identical(uninterrupt
     expected = f"removed {len(left_behind)} temporary file(s) or folder(s) left by an interrupted save"
     assert [expected in line for line in cleanup] == ([True] if left_behind else []), (left_behind, cleanup)
     assert not any(name.endswith(".tmp") for name in os.listdir(folder))
-    assert_identical(load_checkpoint(folder), load_checkpoint(uninterrupted))
+    assert_same(load_checkpoint(folder), load_checkpoint(uninterrupted))
 
 
 def test_two_rank_checkpoint_converted_resumes_in_one_process(uninterrupted: Path, tmp_path: Path) -> None:
@@ -222,9 +206,9 @@ def test_two_rank_checkpoint_converted_resumes_in_one_process(uninterrupted: Pat
     task = ReferenceTask(config, hooks)
     resume_task(task, target)
     restored = task.get_classy_state()
-    assert_identical(restored["base_model"], saved["base_model"], "model")
-    assert_identical(restored["optimizer"], saved["optimizer"], "optimizer")
-    assert_identical(restored["hooks"], saved["hooks"], "hooks")  # EMA as full tensors, phase counter
+    assert_same(restored["base_model"], saved["base_model"], "model")
+    assert_same(restored["optimizer"], saved["optimizer"], "optimizer")
+    assert_same(restored["hooks"], saved["hooks"], "hooks")  # EMA as full tensors, phase counter
     assert (restored["phase_idx"], restored["num_updates"]) == (3, saved["num_updates"])
     task.run()  # the single process trains on: phases 4 and 5, saved as single files
     assert sorted(os.listdir(folder)) == ["checkpoint.torch", "model_phase-4_end.torch", "model_phase-5_end.torch"]
@@ -257,4 +241,4 @@ def test_converted_single_file_resumes_the_fsdp2_run_bit_identically(uninterrupt
     single = convert_sharded_checkpoint(uninterrupted / "model_phase-2_end.dcp", tmp_path / "single.torch")
     out = _train(tmp_path / "run", _config(), ("--resume", single))
     assert "phase 2 was done, continuing with phase 3" in out
-    assert_identical(load_checkpoint(tmp_path / "run" / "checkpoints"), load_checkpoint(uninterrupted))
+    assert_same(load_checkpoint(tmp_path / "run" / "checkpoints"), load_checkpoint(uninterrupted))

@@ -1,9 +1,10 @@
 """`LoopTask`: a ready task object for your own loop, so it needs no hand-kept counters.
 
 It holds what hooks read (see `classy_hooks.core.Task`), calls the hook events in Classy Vision's
-order as the loop walks through its phases, and saves and restores its state for checkpoints.
-Pure Python like the rest of core: it calls the model's and optimizer's own methods and reaches
-torch only through `sys.modules` once the loop has imported it.
+order as the loop walks through its phases, and saves and restores its state for checkpoints, at
+phase ends and inside a phase (`get_data_position`). Pure Python like the rest of core: it calls
+the model's and optimizer's own methods and reaches torch only through `sys.modules` once the loop
+has imported it.
 """
 
 from __future__ import annotations
@@ -13,10 +14,10 @@ import sys
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
-from classy_hooks.core.distributed import all_gather_objects, get_world_size
+from classy_hooks.core.distributed import all_gather_objects, get_rank, get_world_size
 from classy_hooks.core.errors import HookConfigError, TaskContractError
 from classy_hooks.core.hook_list import call_hooks, check_hooks, get_hooks_state, set_hooks_state
-from classy_hooks.core.task import LastBatch
+from classy_hooks.core.task import DATA_POSITION_KEY, LastBatch
 
 PHASE_TYPES = ("train", "test")
 
@@ -28,7 +29,8 @@ class LoopTask:
     phase it advances the counters, resets losses and meters, sets the model's train/eval mode and
     calls `on_phase_start`, then gathers losses across ranks, syncs meters and calls `on_phase_end`.
     Phases a restored state has already finished are skipped, so a resumed run continues where the
-    checkpoint was taken. `meters` follow Classy Vision's meter API (`update`, `reset`, `sync_state`,
+    checkpoint was taken; a mid-phase checkpoint (`get_data_position`) continues its phase after the
+    batches already done. `meters` follow Classy Vision's meter API (`update`, `reset`, `sync_state`,
     `value`, `get_classy_state`, `set_classy_state`).
     """
 
@@ -66,11 +68,23 @@ class LoopTask:
         self.is_optimizer_step = True
         self._batch_size = batch_size
         self._num_train_phases = 0
+        self._batches_done = 0
+        self._rng_at_phase_start: Any = None  # the generators as the loop starts iterating the phase's data
+        self._continue_at: dict[str, Any] | None = None  # this rank's part of a mid-phase checkpoint, if resuming
 
     @property
     def phase_type(self) -> str:
         """"train" or "test"."""
         return "train" if self.train else "test"
+
+    @property
+    def batches_done(self) -> int:
+        """Batches of the current phase done so far: the index of the batch being processed before `step`.
+
+        Count with it rather than `enumerate(data)` (e.g. for gradient accumulation): after a resume
+        inside a phase, the first batch the loop sees is not the phase's first.
+        """
+        return self._batches_done
 
     def get_batchsize_per_replica(self) -> int:
         """The size of the current phase's first batch; before any batch, the one given to the constructor."""
@@ -93,8 +107,17 @@ class LoopTask:
             if index <= self.phase_idx:
                 continue
             self._advance(phase_type, data)
+            position, self._continue_at = self._continue_at, None
+            if position is not None:
+                self._restore_partial_phase(position)
             call_hooks(self.hooks, "on_phase_start", self)
-            yield phase_type, data
+            if position is None:
+                self._rng_at_phase_start = _rng_state(self.use_gpu)
+                yield phase_type, data
+            else:
+                self._rng_at_phase_start = position["rng_at_phase_start"]
+                _set_rng_state(self._rng_at_phase_start)  # the data order is drawn as in the interrupted run
+                yield phase_type, _ContinuedPhase(data, int(position["batches"]), position["rng_state"])
             self._finish_phase()
             call_hooks(self.hooks, "on_phase_end", self)
         call_hooks(self.hooks, "on_end", self)
@@ -119,9 +142,10 @@ class LoopTask:
         for meter in self.meters:
             meter.update(output, batch["target"])
         self.losses.append(detached)
+        self._batches_done += 1
         self.last_batch = LastBatch(detached, output, batch["target"], batch, {})
         if self.train and self._num_train_phases and self.num_batches_per_phase:
-            done = self.train_phase_idx + min(len(self.losses) / self.num_batches_per_phase, 1.0)
+            done = self.train_phase_idx + min(self._batches_done / self.num_batches_per_phase, 1.0)
             self.where = min(done / self._num_train_phases, 1.0)
         call_hooks(self.hooks, "on_step", self)
 
@@ -145,8 +169,29 @@ class LoopTask:
                 state["cuda_rng_state"] = torch.cuda.get_rng_state_all()
         return copy.deepcopy(state) if deep_copy else state
 
+    def get_data_position(self) -> dict[str, Any]:
+        """Where the current phase is, for a mid-phase checkpoint (`classy_hooks.core.task.DATA_POSITION_KEY`).
+
+        A collective under torch.distributed (CheckpointHook calls it on every rank at the same optimizer
+        step): each rank's batch count, partial losses and meters, and its random generators (now, and
+        as the phase's data was first iterated, which fixes a shuffling loader's order) are gathered.
+        """
+        local = {
+            "batches": self.batches_done,
+            "losses": [float(x) for x in self.losses],
+            "meters": [meter.get_classy_state() for meter in self.meters],
+            "rng_at_phase_start": self._rng_at_phase_start,
+            "rng_state": _rng_state(self.use_gpu),
+        }
+        return {"batches": self.batches_done, "phase_idx": self.phase_idx, "ranks": all_gather_objects(local)}
+
     def set_classy_state(self, state: Mapping[str, Any]) -> None:
-        """Restore a state from `get_classy_state` (before `run_phases`): finished phases are then skipped."""
+        """Restore a state from `get_classy_state` (before `run_phases`): finished phases are then skipped.
+
+        A mid-phase checkpoint (with `DATA_POSITION_KEY`) makes `run_phases` continue that phase: the
+        data is iterated as it was (same generators at its start), the batches already done are drawn
+        and dropped, and this rank's losses, meters and generators are those of the checkpoint.
+        """
         self.train = state["train"]
         self.base_model.load_state_dict(state["base_model"])
         if self.optimizer is not None and state.get("optimizer") is not None:
@@ -163,6 +208,27 @@ class LoopTask:
             torch.set_rng_state(state["rng_state"])
             if "cuda_rng_state" in state:
                 torch.cuda.set_rng_state_all(state["cuda_rng_state"])
+        self._continue_at = None
+        position = state.get(DATA_POSITION_KEY)
+        if position is not None:
+            ranks = position["ranks"]
+            if len(ranks) != get_world_size():
+                raise HookConfigError(
+                    f"LoopTask: the checkpoint was taken inside phase {position['phase_idx']} on {len(ranks)} "
+                    f"rank(s); resume it on as many ranks (now {get_world_size()}), or resume from a phase-end "
+                    "checkpoint (model_phase-N_end.torch), which any number of ranks can."
+                )
+            self._continue_at = ranks[get_rank()]
+            self.phase_idx -= 1  # run_phases enters that phase again
+            if self.train:
+                self.train_phase_idx -= 1
+
+    def _restore_partial_phase(self, position: Mapping[str, Any]) -> None:
+        """This rank's losses and meters as the mid-phase checkpoint had them (after `_advance` reset them)."""
+        self.losses = list(position["losses"])
+        self._batches_done = int(position["batches"])
+        for meter, meter_state in zip(self.meters, position["meters"]):
+            meter.set_classy_state(meter_state)
 
     def _advance(self, phase_type: str, data: Any) -> None:
         self.phase_idx += 1
@@ -172,6 +238,7 @@ class LoopTask:
         self.dataloader = data
         self.num_batches_per_phase = len(data) if hasattr(data, "__len__") else 0
         self.losses = []
+        self._batches_done = 0
         self.last_batch = None
         for meter in self.meters:
             meter.reset()
@@ -185,6 +252,56 @@ class LoopTask:
             meter.sync_state()
         if self.train and self._num_train_phases:
             self.where = min((self.train_phase_idx + 1) / self._num_train_phases, 1.0)
+
+
+_END = object()
+
+
+class _ContinuedPhase:
+    """A phase's data without the batches a mid-phase checkpoint had done.
+
+    Iterating it iterates the data afresh (the generators are as they were when the interrupted run
+    began the phase, so a shuffling loader draws the same order), drops the first `skip` batches, then
+    sets the generators to the checkpoint's before the next batch reaches the loop.
+    """
+
+    def __init__(self, data: Any, skip: int, rng_state: Any) -> None:
+        self.data = data
+        self.skip = skip
+        self.rng_state = rng_state
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __iter__(self) -> Iterator[Any]:
+        iterator = iter(self.data)
+        for done in range(self.skip):
+            if next(iterator, _END) is _END:
+                raise TaskContractError(
+                    f"LoopTask: the checkpoint was taken after {self.skip} batches of this phase, but its data "
+                    f"now has only {done}. Resume with the same data as the interrupted run."
+                )
+        _set_rng_state(self.rng_state)
+        yield from iterator
+
+
+def _rng_state(use_gpu: bool) -> Any:
+    """The CPU generator's state, and the current CUDA device's when the loop uses one (None without torch)."""
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return None
+    cuda = torch.cuda.get_rng_state() if use_gpu and torch.cuda.is_initialized() else None
+    return {"cpu": torch.get_rng_state(), "cuda": cuda}
+
+
+def _set_rng_state(state: Any) -> None:
+    """Give the generators a state made by `_rng_state` (nothing for None)."""
+    torch = sys.modules.get("torch")
+    if torch is None or state is None:
+        return
+    torch.set_rng_state(state["cpu"])
+    if state["cuda"] is not None:
+        torch.cuda.set_rng_state(state["cuda"])
 
 
 def _checked_phase(index: int, phase: Any) -> tuple[str, Any]:

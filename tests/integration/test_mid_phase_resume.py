@@ -65,6 +65,23 @@ def test_resume_from_every_mid_phase_checkpoint_is_bit_identical(tmp_path: Path)
         assert_same(straight.get_classy_state(), resumed.get_classy_state(), start.name)
 
 
+def test_sharded_mid_phase_checkpoints_resume_bit_identically_in_one_process(tmp_path: Path) -> None:
+    def hooks(folder: Path) -> list[ClassyHook]:
+        return [CheckpointHook(str(folder), sharded=True, checkpoint_every_n_steps=2), ExponentialMovingAverageModelHook(0.8)]
+
+    straight = make_task(hooks(tmp_path / "straight"), optimizer_period=3)
+    straight.run()
+    inside = sorted((tmp_path / "straight").glob("model_phase-*_batch-*.dcp"))
+    assert [p.name for p in inside] == ["model_phase-0_batch-6.dcp", "model_phase-2_batch-3.dcp", "model_phase-2_batch-8.dcp"]
+    position = load_checkpoint(inside[1])["classy_state_dict"]["data_position"]
+    assert position["batches"] == 3 and position["ranks"][0]["losses"].numel() == 3
+    for start in inside:
+        resumed = make_task(hooks(tmp_path / start.stem), optimizer_period=3)
+        resume_task(resumed, start)
+        resumed.run()
+        assert_same(straight.get_classy_state(), resumed.get_classy_state(), start.name)
+
+
 def _trainer_config() -> dict[str, Any]:
     return tiny_config(
         optimizer_period=3,

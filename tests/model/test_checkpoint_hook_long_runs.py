@@ -95,14 +95,6 @@ def test_a_task_without_data_position_is_refused_in_on_start(tmp_path: Path) -> 
     CheckpointHook(str(tmp_path)).on_start(NoPosition())  # phase-end checkpoints only: nothing more is needed
 
 
-def test_mid_phase_checkpoints_with_a_sharded_checkpoint_are_refused(tmp_path: Path) -> None:
-    before = signal.getsignal(signal.SIGTERM)
-    hook = CheckpointHook(str(tmp_path), sharded=True, preemption_signals=["SIGTERM"])
-    with pytest.raises(HookConfigError, match=r"CheckpointHook.*not supported with sharded.*sharded=False"):
-        hook.on_start(make_task([hook]))
-    assert signal.getsignal(signal.SIGTERM) is before
-
-
 class _SignalAt(ClassyHook):
     """Sends real signals to this process on the train step after `batch` of phase `phase` (before the save)."""
 

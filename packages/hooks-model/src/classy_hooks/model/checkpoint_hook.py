@@ -139,8 +139,9 @@ class CheckpointHook(ClassyHook):
     - `checkpoint_every_n_steps=N`: also save after every N-th optimizer step of train phases
       (counted over the run, hook state); `checkpoint_every_n_seconds=T`: also save at the first
       optimizer step T seconds (wall clock) after the previous save, train phase end or start. Such a
-      mid-phase checkpoint is `model_phase-<P>_batch-<B>.torch` (phase P, after B of its batches)
-      and holds `task.get_data_position()` under `classy_state_dict["data_position"]` (see
+      mid-phase checkpoint is `model_phase-<P>_batch-<B>.torch` (phase P, after B of its batches;
+      sharded: the folder `model_phase-<P>_batch-<B>.dcp`, saved by every rank) and holds
+      `task.get_data_position()` under `classy_state_dict["data_position"]` (see
       `classy_hooks.core.task.DATA_POSITION_KEY`: the task contract a loop implements to resume
       inside a phase exactly). Saves happen only right after an optimizer step, so no partly
       accumulated gradient is ever pending. Under torch.distributed every rank calls
@@ -148,7 +149,7 @@ class CheckpointHook(ClassyHook):
     - `preemption_signals=["SIGTERM", "SIGUSR1"]`: `on_start` installs a handler for each (the
       handler only sets a flag; the previous handlers are restored in `on_end` or after a
       preemption save). At the next optimizer step, all ranks agree that a signal arrived on any of
-      them, one checkpoint `model_phase-<P>_batch-<B>_preempted.torch` is written (at a phase end, e.g.
+      them, one checkpoint `model_phase-<P>_batch-<B>_preempted.torch` (or `.dcp`) is written (at a phase end, e.g.
       after a test phase: `model_phase-<P>_end.torch`) (a second signal
       meanwhile only sets the flag again), and `on_step` raises
       `classy_hooks.core.preemption.TrainingPreempted` on every rank; the loop exits with its
@@ -161,9 +162,6 @@ class CheckpointHook(ClassyHook):
       it resumed from) wrote beyond the newest K are deleted (files, or `.dcp` folders through a
       temporary name); the checkpoint the run resumed from is never deleted by it. `checkpoint.torch`
       always names the newest. Default None keeps every checkpoint.
-
-    Mid-phase checkpoints (steps, seconds, preemption) are single-file only for now: with a
-    sharded (DCP) checkpoint `on_start` raises.
     """
 
     task_attributes = ("phase_type", "phase_idx", "get_classy_state")
@@ -272,13 +270,6 @@ class CheckpointHook(ClassyHook):
                     "atomic publish renames a folder, which object stores cannot do. Pass a shared local folder, or "
                     "sharded=False for a model whose state fits in one file (single files can go to URLs)."
                 )
-            if self.saves_mid_phase:
-                self._restore_signal_handlers()
-                raise HookConfigError(
-                    f"{self.name()}: checkpoint_every_n_steps, checkpoint_every_n_seconds and preemption_signals are "
-                    "not supported with sharded (torch.distributed.checkpoint) checkpoints yet. Leave them unset, or "
-                    "pass sharded=False for a model whose state fits in one file."
-                )
             self._start_sharded()
             return
         if not is_primary():
@@ -334,9 +325,9 @@ class CheckpointHook(ClassyHook):
         if self._signals and not getattr(task, "test_only", False):  # a phase end is a step boundary too
             signum, _ = self._agree()
             if signum:
-                name = phase_checkpoint_name(task.phase_idx)
-                if is_primary() and not saved:  # e.g. a test phase, or one checkpoint_period skips
-                    self.save(task, name)
+                name = self._checkpoint_name(task.phase_idx)
+                if not saved:  # e.g. a test phase, or one checkpoint_period skips
+                    self._save_any(task, name)
                 self._stop_for(signum, name)
 
     def _save_at_phase_end(self, task: Task) -> bool:
@@ -350,13 +341,25 @@ class CheckpointHook(ClassyHook):
             return False
         if getattr(task, "test_only", False):
             return False
+        self._save_any(task, self._checkpoint_name(task.phase_idx))
+        return True
+
+    def _checkpoint_name(self, phase_idx: int, batches: int | None = None, *, preempted: bool = False) -> str:
+        """The file (or, sharded, folder) name of a phase-end checkpoint, or of one inside the phase after `batches`."""
         if self._sharded_mode:
             from classy_hooks.model.sharded_checkpoint import sharded_checkpoint_name
 
-            self.save_sharded(task, sharded_checkpoint_name(task.phase_idx))
-        else:
-            self.save(task, phase_checkpoint_name(task.phase_idx))
-        return True
+            return sharded_checkpoint_name(phase_idx, batches, preempted=preempted)
+        if batches is None:
+            return phase_checkpoint_name(phase_idx)
+        return step_checkpoint_name(phase_idx, batches, preempted=preempted)
+
+    def _save_any(self, task: Task, name: str, data_position: Any = None) -> None:
+        """Called on every rank: sharded, every rank saves its shard; otherwise the primary writes the one file."""
+        if self._sharded_mode:
+            self.save_sharded(task, name, data_position=data_position)
+        elif is_primary():
+            self.save(task, name, data_position=data_position)
 
     def on_step(self, task: Task) -> None:
         """After an optimizer step of a train phase: save if N steps or T seconds passed or a signal arrived."""
@@ -373,9 +376,8 @@ class CheckpointHook(ClassyHook):
             return
         # Every rank, at the same step: it may be a collective. on_start checked that the task has it.
         position = cast(KeepsDataPosition, task).get_data_position()
-        name = step_checkpoint_name(task.phase_idx, int(position["batches"]), preempted=bool(signum))
-        if is_primary():
-            self.save(task, name, data_position=position)
+        name = self._checkpoint_name(task.phase_idx, int(position["batches"]), preempted=bool(signum))
+        self._save_any(task, name, data_position=position)
         self._last_save_time = time.monotonic()
         if signum:
             self._stop_for(signum, name)
@@ -457,9 +459,17 @@ class CheckpointHook(ClassyHook):
                 self._stager.close()
                 self._stager = None
 
-    def save_sharded(self, task: Task, name: str) -> None:
-        """Every rank: save `task` as the sharded checkpoint `<folder>/<name>` (or start it, with `non_blocking`)."""
-        from classy_hooks.model.sharded_checkpoint import make_stager, sharded_task_state, start_sharded_save
+    def save_sharded(self, task: Task, name: str, data_position: Any = None) -> None:
+        """Every rank: save `task` as the sharded checkpoint `<folder>/<name>` (or start it, with `non_blocking`).
+
+        `data_position` (mid-phase checkpoints) is stored whole, loaded back under `DATA_POSITION_KEY`.
+        """
+        from classy_hooks.model.sharded_checkpoint import (
+            make_stager,
+            pack_data_position,
+            sharded_task_state,
+            start_sharded_save,
+        )
 
         start = time.perf_counter()
         self.wait()
@@ -467,6 +477,8 @@ class CheckpointHook(ClassyHook):
         if self.non_blocking and self._stager is None:
             self._stager = make_stager()
         checkpoint = make_checkpoint(sharded_task_state(task), self.input_args)
+        if data_position is not None:
+            checkpoint = pack_data_position(checkpoint, data_position)
         check_weights_only(checkpoint, allow_dtensor=True)  # non-tensor values are read back with weights_only
         finish = start_sharded_save(
             self.checkpoint_folder,

@@ -44,7 +44,7 @@ from torch.distributed.checkpoint.state_dict_saver import AsyncSaveResponse, asy
 
 from classy_hooks.core import barrier, get_rank, is_primary, plain_state_dict
 from classy_hooks.core.files import atomic_write, fsync_dir
-from classy_hooks.core.task import Task
+from classy_hooks.core.task import DATA_POSITION_KEY, Task
 from classy_hooks.model.checkpoint_io import CheckpointError, checkpoint_order, make_checkpoint, step_checkpoint_name
 
 logger = logging.getLogger(__name__)
@@ -55,6 +55,9 @@ SHARDED_CHECKPOINT = "model_phase-{phase_idx}_end.dcp"
 METADATA_FILE = ".metadata"
 #: Key of the list of paths to empty dicts, which DCP does not store (it stores leaves only).
 EMPTY_DICTS_KEY = "sharded_empty_dicts"
+#: Key of a mid-phase checkpoint's data position, stored whole as `torch.save` bytes: DCP loads only the
+#: keys its template has, and the position's layout (an entry per rank) is not known before it is read.
+PACKED_DATA_POSITION_KEY = "sharded_data_position"
 _SHARDED_RE = re.compile(r"^model_phase-\d+_(end|batch-\d+(_preempted)?)\.dcp$")
 _SHARDED_TMP_RE = re.compile(
     r"^\.model_phase-\d+_(end|batch-\d+(_preempted)?)\.dcp(\.old)?\.tmp$|^\.checkpoint\.latest\..+\.tmp$"
@@ -249,6 +252,20 @@ def empty_dict_paths(value: Any, path: tuple[Any, ...] = ()) -> list[list[Any]]:
     return []
 
 
+def pack_data_position(checkpoint: dict[str, Any], position: Any) -> dict[str, Any]:
+    """`checkpoint` with `task.get_data_position()`'s result added as one opaque value (see `unpack_data_position`)."""
+    buffer = io.BytesIO()
+    torch.save(position, buffer)
+    return {**checkpoint, PACKED_DATA_POSITION_KEY: buffer.getvalue()}
+
+
+def unpack_data_position(checkpoint: dict[str, Any]) -> None:
+    """Move a packed data position into `classy_state_dict[DATA_POSITION_KEY]`, as a single-file checkpoint has it."""
+    packed = checkpoint.pop(PACKED_DATA_POSITION_KEY, None)
+    if isinstance(packed, bytes):
+        checkpoint["classy_state_dict"][DATA_POSITION_KEY] = torch.load(io.BytesIO(packed), weights_only=True)
+
+
 # --- saving ---------------------------------------------------------------------------------------
 
 
@@ -399,6 +416,7 @@ def read_sharded_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     for empty in nested.pop(EMPTY_DICTS_KEY, None) or []:
         if empty:
             _set_path(nested, tuple(empty), {})
+    unpack_data_position(nested)
     return nested
 
 
@@ -411,14 +429,17 @@ def load_sharded_into_task(task: Task, path: str | os.PathLike[str]) -> dict[str
     `set_state_dict`, and everything goes through `task.set_classy_state`. Returns the checkpoint.
     """
     path = os.fspath(path)
-    read_sharded_metadata(path)  # a clear error for a missing or unsafe checkpoint before any collective
+    metadata = read_sharded_metadata(path)  # a clear error for a missing or unsafe checkpoint before any collective
     for hook in getattr(task, "hooks", ()):
         prepare = getattr(hook, "prepare_to_load", None)
         if callable(prepare):
             prepare(task)
     state = sharded_task_state(task)
     checkpoint = make_checkpoint(state, None)
+    if PACKED_DATA_POSITION_KEY in metadata.state_dict_metadata:  # a mid-phase checkpoint
+        checkpoint[PACKED_DATA_POSITION_KEY] = b""
     _load(checkpoint, path, single_process=False)
+    unpack_data_position(checkpoint)
     state = checkpoint["classy_state_dict"]
     model, optimizer = _model_and_optimizer(task)
     if model is not None and "base_model" in state:

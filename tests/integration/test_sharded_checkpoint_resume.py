@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -109,7 +110,9 @@ def test_sharded_layout_one_file_per_rank_plus_metadata_and_a_latest_pointer(uni
     names = sorted(os.listdir(uninterrupted))
     assert names == [LATEST_SHARDED] + [f"model_phase-{n}_end.dcp" for n in range(6)]  # no temp folder left
     assert (uninterrupted / LATEST_SHARDED).read_text() == "model_phase-5_end.dcp\n"
-    assert sorted(os.listdir(uninterrupted / "model_phase-5_end.dcp")) == [".metadata", "__0_0.distcp", "__1_0.distcp"]
+    assert sorted(os.listdir(uninterrupted / "model_phase-5_end.dcp")) == [
+        ".checksums-0.json", ".checksums-1.json", ".metadata", "__0_0.distcp", "__1_0.distcp"
+    ]
     metadata = read_sharded_metadata(uninterrupted / "model_phase-5_end.dcp")
     ema_key = "classy_state_dict.hooks.ExponentialMovingAverageModelHook.ema_state.features.0.weight"
     model_key = "classy_state_dict.base_model.features.0.weight"
@@ -180,6 +183,30 @@ def test_sigkill_during_sharded_saves_then_resume_ends_bit_identical(uninterrupt
     assert [expected in line for line in cleanup] == ([True] if left_behind else []), (left_behind, cleanup)
     assert not any(name.endswith(".tmp") for name in os.listdir(folder))
     assert_same(load_checkpoint(folder), load_checkpoint(uninterrupted))
+
+
+def test_a_damaged_shard_stops_the_resume_on_both_ranks_naming_the_file(uninterrupted: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "checkpoints"
+    shutil.copytree(uninterrupted, folder)
+    shard = folder / "model_phase-5_end.dcp" / "__1_0.distcp"
+    data = bytearray(shard.read_bytes())
+    data[len(data) // 2] ^= 0x01  # inside a tensor of rank 1's shard: DCP alone would load it silently
+    shard.write_bytes(bytes(data))
+    config_path = write_config(tmp_path / "config.json", _config())
+    proc = subprocess.run(
+        train_command(config_path, tmp_path, nproc=2, extra=("--resume", str(folder))),
+        env=subprocess_env(),
+        cwd=ROOT,
+        text=True,
+        capture_output=True,
+        timeout=300,
+    )
+    assert proc.returncode != 0
+    output = proc.stdout + proc.stderr
+    message = "model_phase-5_end.dcp is damaged: __1_0.distcp's content checksum does not match"
+    assert output.count(message) >= 2, output[-4000:]  # every rank stops with the same verdict
+    assert "resume from the previous one, " in output and "model_phase-4_end.dcp" in output
+    assert sorted(os.listdir(folder)) == sorted(os.listdir(uninterrupted))  # nothing written or removed
 
 
 def test_two_rank_checkpoint_converted_resumes_in_one_process(uninterrupted: Path, tmp_path: Path) -> None:

@@ -57,7 +57,9 @@ def test_resume_from_a_sharded_step_checkpoint_continues_the_phase_bit_identical
     straight: Path, tmp_path: Path
 ) -> None:
     start = straight / "model_phase-2_batch-6.dcp"  # the second optimizer window of the second train phase
-    assert sorted(p.name for p in start.iterdir()) == [".metadata", "__0_0.distcp", "__1_0.distcp"]
+    assert sorted(p.name for p in start.iterdir()) == [
+        ".checksums-0.json", ".checksums-1.json", ".metadata", "__0_0.distcp", "__1_0.distcp"
+    ]
     position = load_checkpoint(start)["classy_state_dict"]["data_position"]
     assert position["batches"] == 6 and len(position["ranks"]) == 2
     out = _train(tmp_path, _config(), ("--resume", str(start)))

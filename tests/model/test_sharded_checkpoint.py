@@ -5,6 +5,7 @@ The 2-rank FSDP2 stories (resume, SIGKILL, conversion) are in tests/integration/
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import subprocess
@@ -39,7 +40,7 @@ def test_sharded_save_round_trips_bit_identically(tmp_path: Path, non_blocking: 
     first = make_task(_hooks(tmp_path, non_blocking=non_blocking), num_epochs=1)
     first.run()
     assert sorted(os.listdir(tmp_path)) == [LATEST_SHARDED, "model_phase-0_end.dcp", "model_phase-1_end.dcp"]
-    assert sorted(os.listdir(tmp_path / "model_phase-1_end.dcp")) == [".metadata", "__0_0.distcp"]
+    assert sorted(os.listdir(tmp_path / "model_phase-1_end.dcp")) == [".checksums-0.json", ".metadata", "__0_0.distcp"]
     resumed = make_task(_hooks(tmp_path / "next"), num_epochs=1)
     resume_task(resumed, tmp_path)
     a, b = first.get_classy_state(), resumed.get_classy_state()
@@ -89,6 +90,56 @@ class _Marker:
 
     def __reduce__(self) -> tuple[Any, tuple[str]]:
         return os.mkdir, (self.path,)
+
+
+def _flip_a_byte(path: Path, offset: int) -> None:
+    data = bytearray(path.read_bytes())
+    data[offset] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+def test_a_changed_byte_in_a_shard_is_named_on_load_and_fallback_resumes_from_the_previous(tmp_path: Path) -> None:
+    make_task(_hooks(tmp_path), num_epochs=1).run()
+    damaged = tmp_path / "model_phase-1_end.dcp"
+    shard = damaged / "__0_0.distcp"
+    _flip_a_byte(shard, shard.stat().st_size // 2)  # inside some tensor's bytes: DCP itself would load it silently
+    expected = (
+        r"sharded checkpoint .*model_phase-1_end\.dcp is damaged: __0_0\.distcp's content checksum does not match"
+        r".*resume from the previous one, .*model_phase-0_end\.dcp \(load_checkpoint/resume_task with fallback=True"
+    )
+    with pytest.raises(CheckpointError, match=expected):
+        load_checkpoint(tmp_path)
+    with pytest.raises(CheckpointError, match=expected):
+        resume_task(make_task(_hooks(tmp_path / "other"), num_epochs=1), tmp_path)
+    assert load_checkpoint(tmp_path, fallback=True)["classy_state_dict"]["phase_idx"] == 0
+    resumed = make_task(_hooks(tmp_path / "resumed"), num_epochs=1)
+    resume_task(resumed, tmp_path, fallback=True)
+    assert resumed.phase_idx == 0
+
+
+def test_a_truncated_shard_or_a_lost_checksum_list_is_named(tmp_path: Path) -> None:
+    make_task(_hooks(tmp_path), num_epochs=1).run()
+    checkpoint = tmp_path / "model_phase-1_end.dcp"
+    shard = checkpoint / "__0_0.distcp"
+    size = shard.stat().st_size
+    os.truncate(shard, size - 100)
+    with pytest.raises(CheckpointError, match=rf"__0_0\.distcp has {size - 100} bytes, {size} were written"):
+        load_checkpoint(checkpoint)
+    listing = json.loads((checkpoint / ".checksums-0.json").read_text())
+    listing["world_size"] = 2  # as if rank 1's list were lost
+    (checkpoint / ".checksums-0.json").write_text(json.dumps(listing))
+    with pytest.raises(CheckpointError, match=r"written by 2 ranks but the checksum lists of rank\(s\) \[1\] are missing"):
+        load_checkpoint(checkpoint)
+
+
+def test_a_checkpoint_from_before_checksum_lists_loads_with_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    make_task(_hooks(tmp_path), num_epochs=1).run()
+    checkpoint = tmp_path / "model_phase-1_end.dcp"
+    (checkpoint / ".checksums-0.json").unlink()
+    assert load_checkpoint(checkpoint)["classy_state_dict"]["phase_idx"] == 1
+    assert "has no checksum lists (an older writer): it is loaded unverified" in caplog.text
 
 
 def test_metadata_unpickling_anything_but_dcp_metadata_is_refused_without_running_it(tmp_path: Path) -> None:

@@ -25,7 +25,8 @@ The ResNet-50 is sharded with `fully_shard` (each block and the root) on gloo ra
 half the state. Compared: a synchronous sharded save (`torch.distributed.checkpoint` on every rank,
 commit, barrier), a sharded `dcp.async_save` (non_blocking: the stall is its CPU copy), and the
 physical floor, one memcpy of the rank's local state into preallocated buffers. A stall is the
-slowest rank's (max over ranks, after a barrier).
+slowest rank's (max over ranks, after a barrier). Also shown: the share of the synchronous save that
+checksums each rank's own files, and the verification `resume_task` does on each rank before loading.
 """
 
 from __future__ import annotations
@@ -45,6 +46,11 @@ import torch
 import torchvision
 
 from classy_hooks.model import CheckpointHook, load_checkpoint, resume_task
+from classy_hooks.model.sharded_checkpoint import (
+    sharded_checkpoint_name,
+    verify_sharded_checkpoint,
+    write_rank_checksums,
+)
 
 
 class StateTask:
@@ -120,7 +126,13 @@ def sharded_main(args: argparse.Namespace) -> None:
         dist.all_reduce(value, op=dist.ReduceOp.MAX)
         return float(value)
 
-    times: dict[str, list[float]] = {"memcpy of local state": [], "sharded synchronous": [], "sharded async_save": []}
+    times: dict[str, list[float]] = {
+        "memcpy of local state": [],
+        "sharded synchronous": [],
+        "  its checksum lists": [],
+        "  load verification": [],
+        "sharded async_save": [],
+    }
     for phase in range(args.rounds):
         task.phase_idx = phase
         dist.barrier()
@@ -131,6 +143,15 @@ def sharded_main(args: argparse.Namespace) -> None:
         start = time.perf_counter()
         sync.on_phase_end(task)
         times["sharded synchronous"].append(slowest(time.perf_counter() - start))
+        saved = os.path.join(folder, "sync", sharded_checkpoint_name(phase))
+        dist.barrier()
+        start = time.perf_counter()  # the part of the save above that checksums this rank's files (redone here)
+        write_rank_checksums(saved, rank, dist.get_world_size())
+        times["  its checksum lists"].append(slowest(time.perf_counter() - start))
+        dist.barrier()
+        start = time.perf_counter()  # what resume_task verifies on this rank before DCP reads the shards
+        verify_sharded_checkpoint(saved, share=(rank, dist.get_world_size()))
+        times["  load verification"].append(slowest(time.perf_counter() - start))
         dist.barrier()
         start = time.perf_counter()
         background.on_phase_end(task)

@@ -204,6 +204,16 @@ def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
         data, offset = data[written:], offset + written
 
 
+def file_checksum(path: str) -> tuple[int, str]:
+    """The size of the whole file `path` and its checksum v1 (a sharded checkpoint's shards, `.metadata`)."""
+    with open(path, "rb") as handle:
+        size = os.fstat(handle.fileno()).st_size
+        if not size:
+            return 0, content_checksum(b"")
+        with mmap.mmap(handle.fileno(), size, access=mmap.ACCESS_COPY) as mapped:
+            return size, content_checksum(mapped)
+
+
 def verify_torch_file(path: str) -> bool:
     """Check the content checksum of the checkpoint file `path`: True if it matched, False if it has none.
 

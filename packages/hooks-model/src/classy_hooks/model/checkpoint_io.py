@@ -25,7 +25,7 @@ import secrets
 import shutil
 import sys
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
@@ -469,7 +469,10 @@ def load_checkpoint(
     if sharded is not None:
         from classy_hooks.model.sharded_checkpoint import read_sharded_checkpoint
 
-        return _checked(read_sharded_checkpoint(sharded), sharded)
+        def read(candidate: str) -> dict[str, Any]:
+            return _checked(read_sharded_checkpoint(candidate), candidate)
+
+        return _sharded_with_fallback(read, sharded, fallback)
     if is_url(path):  # a file if one is there, else a folder
         folder, path = (path.rsplit("/", 1)[0], path) if file_exists(path) else (path, join(path, LATEST_CHECKPOINT))
     elif os.path.isdir(path):
@@ -527,6 +530,30 @@ def find_sharded_checkpoint(path_or_folder: str | os.PathLike[str], *, fallback:
     return None
 
 
+def _sharded_with_fallback(load: Callable[[str], dict[str, Any]], path: str, fallback: bool) -> dict[str, Any]:
+    """`load(path)`; with `fallback`, on a `CheckpointError` (e.g. a damaged shard) the next complete sharded
+    checkpoint of the folder, newest first, with a warning. Every rank sees the same verdicts: all fall back alike."""
+    try:
+        return load(path)
+    except CheckpointError as first_error:
+        if not fallback:
+            raise
+        from classy_hooks.model.sharded_checkpoint import list_sharded_checkpoints
+
+        folder = os.path.dirname(os.path.abspath(path))
+        for candidate in list_sharded_checkpoints(folder):
+            if os.path.abspath(candidate) == os.path.abspath(path):
+                continue
+            try:
+                checkpoint = load(candidate)
+            except CheckpointError as exc:
+                logger.warning("Skipping unusable checkpoint: %s", exc)
+                continue
+            logger.warning("%s Falling back to %s.", first_error, candidate)
+            return checkpoint
+        raise CheckpointError(f"{first_error} No valid checkpoint to fall back to in {folder}.") from first_error
+
+
 def resume_task(task: Task, path_or_folder: str | os.PathLike[str], *, fallback: bool = False) -> dict[str, Any]:
     """Load a checkpoint (see `load_checkpoint`) into `task` and return the checkpoint dict.
 
@@ -542,7 +569,7 @@ def resume_task(task: Task, path_or_folder: str | os.PathLike[str], *, fallback:
     if sharded is not None:
         from classy_hooks.model.sharded_checkpoint import load_sharded_into_task
 
-        return load_sharded_into_task(task, sharded)
+        return _sharded_with_fallback(lambda candidate: load_sharded_into_task(task, candidate), sharded, fallback)
     checkpoint = load_checkpoint(path_or_folder, fallback=fallback)
     task.set_classy_state(checkpoint["classy_state_dict"])
     return checkpoint

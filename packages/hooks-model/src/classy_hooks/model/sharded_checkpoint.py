@@ -3,7 +3,14 @@
 Layout, inside a checkpoint folder:
 
 - `model_phase-<N>_end.dcp/`: one DCP checkpoint, `__<rank>_0.distcp` per rank plus `.metadata`;
-- `checkpoint.latest`: a one-line text file naming the newest complete `.dcp` folder.
+- `checkpoint.latest`: a one-line text file naming the newest complete `.dcp` folder;
+- `.checksums-<rank>.json` in each `.dcp` folder: the size and content checksum (checksum v1 of
+  `classy_hooks.model.checkpoint_file`) of the files that rank wrote (rank 0: also `.metadata`).
+
+Each rank checksums its own files once DCP has written them (from the page cache, at memory speed);
+the folder is committed only after every rank has written its list. On load every file is verified
+before DCP reads it, each rank verifying its share (file i on rank i mod world size), so a changed
+byte in any shard is a `CheckpointError` naming the file, on every rank alike.
 
 A save goes to `.model_phase-<N>_end.dcp.tmp/`; once DCP has written every rank's file and the
 metadata (the metadata is written last, after all ranks reported their writes), the primary rank
@@ -23,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import logging
 import os
 import pickle
@@ -42,9 +50,10 @@ from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_di
 from torch.distributed.checkpoint.state_dict_loader import load as dcp_load
 from torch.distributed.checkpoint.state_dict_saver import AsyncSaveResponse, async_save, save
 
-from classy_hooks.core import barrier, get_rank, is_primary, plain_state_dict
+from classy_hooks.core import all_gather_objects, barrier, get_rank, get_world_size, is_primary, plain_state_dict
 from classy_hooks.core.files import atomic_write, fsync_dir
 from classy_hooks.core.task import DATA_POSITION_KEY, Task
+from classy_hooks.model.checkpoint_file import file_checksum
 from classy_hooks.model.checkpoint_io import CheckpointError, checkpoint_order, make_checkpoint, step_checkpoint_name
 
 logger = logging.getLogger(__name__)
@@ -62,6 +71,10 @@ _SHARDED_RE = re.compile(r"^model_phase-\d+_(end|batch-\d+(_preempted)?)\.dcp$")
 _SHARDED_TMP_RE = re.compile(
     r"^\.model_phase-\d+_(end|batch-\d+(_preempted)?)\.dcp(\.old)?\.tmp$|^\.checkpoint\.latest\..+\.tmp$"
 )
+
+
+CHECKSUMS_FILE = ".checksums-{rank}.json"
+_CHECKSUMS_RE = re.compile(r"^\.checksums-(\d+)\.json$")
 
 
 class UnsafeCheckpointError(CheckpointError):
@@ -318,12 +331,48 @@ def start_sharded_save(
 
     def finish() -> str:
         wait()  # on the coordinator, metadata is written only after every rank reported its shard
+        _write_checksums_on_every_rank(tmp, process_group)
         final = os.path.join(folder, name)
         if is_primary():
             commit_sharded_checkpoint(folder, name)
         return final
 
     return finish
+
+
+def _write_checksums_on_every_rank(tmp: str, process_group: Any) -> None:
+    """Every rank lists its files' checksums in `tmp`; returns once all ranks did, raises on all if one failed.
+
+    The agreement runs on `process_group` (a background save's own group), never on the training loop's.
+    """
+    error: BaseException | None = None
+    try:
+        write_rank_checksums(tmp, get_rank(), get_world_size())
+    except Exception as exc:
+        error = exc
+    failures: list[Any] = [repr(error) if error else None]
+    if torch.distributed.is_available() and torch.distributed.is_initialized() and get_world_size() > 1:
+        failures = [None] * get_world_size()
+        torch.distributed.all_gather_object(failures, repr(error) if error else None, group=process_group)
+    if error is not None:
+        raise error
+    failed = [f"rank {rank}: {text}" for rank, text in enumerate(failures) if text]
+    if failed:
+        raise CheckpointError(f"sharded checkpoint {tmp}: checksumming its files failed on {'; '.join(failed)}")
+
+
+def write_rank_checksums(folder: str, rank: int, world_size: int) -> None:
+    """Write `.checksums-<rank>.json`: size and checksum of each file this rank wrote (rank 0: `.metadata` too)."""
+    names = sorted(n for n in os.listdir(folder) if n.startswith(f"__{rank}_") and n.endswith(".distcp"))
+    if rank == 0:
+        names.append(METADATA_FILE)
+    files = {}
+    for name in names:
+        size, checksum = file_checksum(os.path.join(folder, name))
+        files[name] = {"size": size, "checksum": checksum}
+    listing = {"format": 1, "rank": rank, "world_size": world_size, "files": files}
+    with atomic_write(os.path.join(folder, CHECKSUMS_FILE.format(rank=rank)), "w") as handle:
+        json.dump(listing, handle, sort_keys=True)
 
 
 def make_stager() -> Any:
@@ -395,6 +444,73 @@ def _load(state: dict[str, Any], path: str, *, single_process: bool) -> None:
         ) from exc
 
 
+def _checksum_listing(path: str) -> dict[str, dict[str, Any]]:
+    """Every file of the checkpoint `path` with its size and checksum, from its ranks' lists ({} if it has none)."""
+    lists = {}
+    for entry in os.scandir(path):
+        match = _CHECKSUMS_RE.match(entry.name)
+        if match:
+            try:
+                with open(entry.path, encoding="utf-8") as handle:
+                    lists[int(match.group(1))] = json.load(handle)
+            except (OSError, ValueError) as exc:
+                raise CheckpointError(
+                    f"load_checkpoint: sharded checkpoint {path}: its checksum list {entry.name} is unreadable "
+                    f"({type(exc).__name__}: {exc}). The checkpoint is damaged; {_use_previous(path)}"
+                ) from exc
+    if not lists:
+        return {}  # written before classy-hooks-model checksummed shards: loaded unverified (logged)
+    world_size = int(lists[min(lists)].get("world_size", 0))
+    missing = sorted(set(range(world_size)) - set(lists))
+    if missing:
+        raise CheckpointError(
+            f"load_checkpoint: sharded checkpoint {path} was written by {world_size} ranks but the checksum lists of "
+            f"rank(s) {missing} are missing. The checkpoint is damaged; {_use_previous(path)}"
+        )
+    return {name: item for listing in lists.values() for name, item in listing["files"].items()}
+
+
+def _use_previous(path: str) -> str:
+    """What to do about the damaged checkpoint `path`: load the previous complete one of its folder."""
+    folder = os.path.dirname(os.path.abspath(path))
+    older = [p for p in list_sharded_checkpoints(folder) if os.path.abspath(p) != os.path.abspath(path)]
+    if older:
+        return f"resume from the previous one, {older[0]} (load_checkpoint/resume_task with fallback=True does)."
+    return "there is no other complete sharded checkpoint in its folder to resume from."
+
+
+def verify_sharded_checkpoint(path: str, *, share: tuple[int, int] = (0, 1)) -> bool:
+    """Check the sizes and checksums of `path`'s files: this process's `share` (rank, world size) of them.
+
+    True if verified, False for a checkpoint without checksum lists. A mismatch raises `CheckpointError`
+    naming the file. Under torch.distributed call it on every rank with `share=(rank, world size)`: the
+    verdicts are gathered, so every rank raises alike.
+    """
+    listing = _checksum_listing(path)
+    problems = []
+    for name in sorted(listing)[share[0] :: share[1]]:
+        expected = listing[name]
+        try:
+            size, checksum = file_checksum(os.path.join(path, name))
+        except OSError as exc:
+            problems.append(f"{name} cannot be read ({type(exc).__name__}: {exc})")
+            continue
+        if size != expected["size"]:
+            problems.append(f"{name} has {size} bytes, {expected['size']} were written (truncated or replaced)")
+        elif checksum != expected["checksum"]:
+            problems.append(
+                f"{name}'s content checksum does not match (stored {expected['checksum']}, computed {checksum}): "
+                "some bytes changed after it was written (disk, transfer or copy damage)"
+            )
+    if share[1] > 1:
+        problems = [problem for part in all_gather_objects(problems) for problem in part]
+    if problems:
+        raise CheckpointError(
+            f"load_checkpoint: sharded checkpoint {path} is damaged: {'; '.join(problems)}. {_use_previous(path)}"
+        )
+    return bool(listing)
+
+
 def read_sharded_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Read a whole sharded checkpoint in one process: DTensor shards are joined into full plain CPU tensors.
 
@@ -402,6 +518,7 @@ def read_sharded_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     """
     path = os.fspath(path)
     metadata = read_sharded_metadata(path)
+    _verified_or_logged(path, (0, 1))
     flat: dict[str, Any] = {}
     for fqn, item in metadata.state_dict_metadata.items():
         if isinstance(item, TensorStorageMetadata):
@@ -430,6 +547,7 @@ def load_sharded_into_task(task: Task, path: str | os.PathLike[str]) -> dict[str
     """
     path = os.fspath(path)
     metadata = read_sharded_metadata(path)  # a clear error for a missing or unsafe checkpoint before any collective
+    _verified_or_logged(path, (get_rank(), get_world_size()))
     for hook in getattr(task, "hooks", ()):
         prepare = getattr(hook, "prepare_to_load", None)
         if callable(prepare):
@@ -453,6 +571,11 @@ def load_sharded_into_task(task: Task, path: str | os.PathLike[str]) -> dict[str
     barrier()
     logger.info("Rank %d restored the task from sharded checkpoint %s", get_rank(), path)
     return checkpoint
+
+
+def _verified_or_logged(path: str, share: tuple[int, int]) -> None:
+    if not verify_sharded_checkpoint(path, share=share) and is_primary():
+        logger.warning("Sharded checkpoint %s has no checksum lists (an older writer): it is loaded unverified.", path)
 
 
 def optimizer_state_by_index(state: Mapping[str, Any]) -> dict[str, Any]:

@@ -479,16 +479,28 @@ def load_checkpoint(
         folder, path = path, os.path.join(path, LATEST_CHECKPOINT)
     else:
         folder = os.path.dirname(os.path.abspath(path))
+    return _with_fallback(lambda candidate: _read(candidate, map_location), path, folder, list_checkpoints, fallback)
+
+
+def _with_fallback(
+    load: Callable[[str], dict[str, Any]],
+    path: str,
+    folder: str,
+    candidates: Callable[[str], list[str]],
+    fallback: bool,
+) -> dict[str, Any]:
+    """`load(path)`; with `fallback`, on a `CheckpointError` the first of `candidates(folder)` (newest first) that
+    loads, with a warning naming what was skipped. Sharded verdicts are the same on every rank: all fall back alike."""
     try:
-        return _read(path, map_location)
+        return load(path)
     except CheckpointError as first_error:
         if not fallback:
             raise
-        for candidate in list_checkpoints(folder):
+        for candidate in candidates(folder):
             if os.path.abspath(candidate) == os.path.abspath(path):
                 continue
             try:
-                checkpoint = _read(candidate, map_location)
+                checkpoint = load(candidate)
             except CheckpointError as exc:
                 logger.warning("Skipping unusable checkpoint: %s", exc)
                 continue
@@ -531,27 +543,10 @@ def find_sharded_checkpoint(path_or_folder: str | os.PathLike[str], *, fallback:
 
 
 def _sharded_with_fallback(load: Callable[[str], dict[str, Any]], path: str, fallback: bool) -> dict[str, Any]:
-    """`load(path)`; with `fallback`, on a `CheckpointError` (e.g. a damaged shard) the next complete sharded
-    checkpoint of the folder, newest first, with a warning. Every rank sees the same verdicts: all fall back alike."""
-    try:
-        return load(path)
-    except CheckpointError as first_error:
-        if not fallback:
-            raise
-        from classy_hooks.model.sharded_checkpoint import list_sharded_checkpoints
+    """`_with_fallback` over the sharded checkpoints beside `path` (a damaged shard falls back to an older one)."""
+    from classy_hooks.model.sharded_checkpoint import list_sharded_checkpoints
 
-        folder = os.path.dirname(os.path.abspath(path))
-        for candidate in list_sharded_checkpoints(folder):
-            if os.path.abspath(candidate) == os.path.abspath(path):
-                continue
-            try:
-                checkpoint = load(candidate)
-            except CheckpointError as exc:
-                logger.warning("Skipping unusable checkpoint: %s", exc)
-                continue
-            logger.warning("%s Falling back to %s.", first_error, candidate)
-            return checkpoint
-        raise CheckpointError(f"{first_error} No valid checkpoint to fall back to in {folder}.") from first_error
+    return _with_fallback(load, path, os.path.dirname(os.path.abspath(path)), list_sharded_checkpoints, fallback)
 
 
 def resume_task(task: Task, path_or_folder: str | os.PathLike[str], *, fallback: bool = False) -> dict[str, Any]:

@@ -230,8 +230,10 @@ def test_a_mid_phase_state_from_another_number_of_ranks_is_refused() -> None:
     task = LoopTask(nn.Linear(3, 2), batch_size=4)
     state = task.get_classy_state()
     state[DATA_POSITION_KEY] = {"batches": 2, "phase_idx": 0, "ranks": [{}, {}]}
+    state["phase_idx"] = 5
     with pytest.raises(HookConfigError, match=r"inside phase 0 on 2 rank\(s\); resume it on as many ranks \(now 1\)"):
         task.set_classy_state(state)
+    assert task.phase_idx == -1  # refused before anything was restored
 
 
 def test_data_shorter_than_the_batches_done_is_named() -> None:

@@ -99,7 +99,11 @@ class LoopTask:
         return self.get_batchsize_per_replica() * get_world_size()
 
     def run_phases(self, plan: Iterable[tuple[str, Any]]) -> Iterator[tuple[str, Any]]:
-        """Yield `(phase_type, dataloader)` for each phase of `plan` not yet done, with the hook events around it."""
+        """Yield `(phase_type, dataloader)` for each phase of `plan` not yet done, with the hook events around it.
+
+        After a mid-phase checkpoint was restored, its phase comes first again, its dataloader wrapped so that
+        iterating it yields only the batches not yet done.
+        """
         phases = [_checked_phase(i, phase) for i, phase in enumerate(plan)]
         self._num_train_phases = sum(phase_type == "train" for phase_type, _ in phases)
         call_hooks(self.hooks, "on_start", self)
@@ -192,6 +196,13 @@ class LoopTask:
         data is iterated as it was (same generators at its start), the batches already done are drawn
         and dropped, and this rank's losses, meters and generators are those of the checkpoint.
         """
+        position = state.get(DATA_POSITION_KEY)
+        if position is not None and len(position["ranks"]) != get_world_size():  # before anything is restored
+            raise HookConfigError(
+                f"LoopTask: the checkpoint was taken inside phase {position['phase_idx']} on {len(position['ranks'])} "
+                f"rank(s); resume it on as many ranks (now {get_world_size()}), or resume from a phase-end "
+                "checkpoint (model_phase-N_end.torch), which any number of ranks can."
+            )
         self.train = state["train"]
         self.base_model.load_state_dict(state["base_model"])
         if self.optimizer is not None and state.get("optimizer") is not None:
@@ -209,16 +220,8 @@ class LoopTask:
             if "cuda_rng_state" in state:
                 torch.cuda.set_rng_state_all(state["cuda_rng_state"])
         self._continue_at = None
-        position = state.get(DATA_POSITION_KEY)
         if position is not None:
-            ranks = position["ranks"]
-            if len(ranks) != get_world_size():
-                raise HookConfigError(
-                    f"LoopTask: the checkpoint was taken inside phase {position['phase_idx']} on {len(ranks)} "
-                    f"rank(s); resume it on as many ranks (now {get_world_size()}), or resume from a phase-end "
-                    "checkpoint (model_phase-N_end.torch), which any number of ranks can."
-                )
-            self._continue_at = ranks[get_rank()]
+            self._continue_at = position["ranks"][get_rank()]
             self.phase_idx -= 1  # run_phases enters that phase again
             if self.train:
                 self.train_phase_idx -= 1

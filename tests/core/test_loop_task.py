@@ -20,6 +20,7 @@ from classy_hooks.core import (
     registered_hook_names,
 )
 from classy_hooks.core.task import DATA_POSITION_KEY, Task
+from dev_dependencies import dev_dependency
 from helpers import subprocess_env, torchrun_command
 
 
@@ -224,6 +225,43 @@ def _run_loader(task: LoopTask, plan: list[tuple[str, Any]]) -> None:
             task.optimizer.step()
             task.optimizer.zero_grad()
             task.step({"input": x, "target": y}, output, loss)
+
+
+class CountingDataset(TensorDataset):
+    """A TensorDataset that counts the samples it loads (what a resume should not load again)."""
+
+    def __init__(self, *tensors: torch.Tensor) -> None:
+        super().__init__(*tensors)
+        self.loaded = 0
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, ...]:
+        self.loaded += 1
+        return super().__getitem__(index)
+
+
+@pytest.mark.filterwarnings("ignore:'set_vital' is deprecated")  # torchdata 0.11 on torch 2.14
+def test_a_stateful_loader_continues_its_phase_without_loading_the_batches_done() -> None:
+    """torchdata's StatefulDataLoader keeps its own position: the resumed phase loads only what is left."""
+    stateful = dev_dependency("torchdata.stateful_dataloader", reason="torchdata is a test-only dev dependency")
+    dataset = CountingDataset(torch.randn(24, 3), torch.randint(0, 2, (24,)))
+    plan = [("train", stateful.StatefulDataLoader(dataset, batch_size=4, shuffle=True))] * 2
+    straight = _shuffling_task(PositionAt(1, 4))
+    _run_loader(straight, plan)
+    rng_at_end = torch.get_rng_state()
+    state = straight.hooks[0].saved
+    assert state is not None and "loader_state" in state[DATA_POSITION_KEY]["ranks"][0]
+
+    dataset.loaded = 0
+    resumed = _shuffling_task(PositionAt(-1, -1))
+    resumed.set_classy_state(state)
+    _run_loader(resumed, [("train", stateful.StatefulDataLoader(dataset, batch_size=4, shuffle=True))] * 2)
+    assert resumed.hooks[0].seen == [(1, 5), (1, 6)]
+    assert dataset.loaded == 8  # the phase's last two batches; the four done were not loaded again
+    for name, value in straight.base_model.state_dict().items():
+        assert torch.equal(value, resumed.base_model.state_dict()[name]), name
+    assert resumed.losses == straight.losses
+    assert resumed.meters[0].get_classy_state() == straight.meters[0].get_classy_state()
+    assert torch.equal(torch.get_rng_state(), rng_at_end)
 
 
 def test_a_mid_phase_state_from_another_number_of_ranks_is_refused() -> None:

@@ -5,7 +5,9 @@ shuffling DataLoader (its order drawn from the global generator), with input noi
 and gradient accumulation every 3 batches of 10 (an optimizer step also ends each train phase), EMA and a
 checkpoint every 2 optimizer steps. With KILL_*, rank 0 SIGKILLs itself right after that batch. A start on a
 folder holding a checkpoint resumes from its newest (`classy_hooks.model.resume_task`) and writes the data
-position it continued from to FOLDER/resumed-<rank>.txt. Runs on one process or under torchrun (gloo, DDP).
+position it continued from to FOLDER/resumed-<rank>.txt, and at its end the number of training samples it
+loaded to FOLDER/loaded-<rank>.txt. With LOOP_TASK_LOADER=stateful the training data is torchdata's
+StatefulDataLoader, which keeps its own position. Runs on one process or under torchrun (gloo, DDP).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -26,6 +29,27 @@ from reference_trainer.meters import AccuracyMeter
 ACCUMULATE = 3
 
 
+class CountingDataset(TensorDataset):
+    """Counts the samples it loads: what a resumed run loads again."""
+
+    def __init__(self, *tensors: torch.Tensor) -> None:
+        super().__init__(*tensors)
+        self.loaded = 0
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, ...]:
+        self.loaded += 1
+        return super().__getitem__(index)
+
+
+def training_loader(dataset: CountingDataset) -> Any:
+    """A shuffling loader of batches of 4: torch's DataLoader, or torchdata's StatefulDataLoader if asked."""
+    if os.environ.get("LOOP_TASK_LOADER") == "stateful":
+        from torchdata.stateful_dataloader import StatefulDataLoader
+
+        return StatefulDataLoader(dataset, batch_size=4, shuffle=True)
+    return DataLoader(dataset, batch_size=4, shuffle=True)
+
+
 def main() -> None:
     folder = sys.argv[1]
     kill_at = (int(sys.argv[2]), int(sys.argv[3])) if len(sys.argv) > 3 else None
@@ -36,7 +60,8 @@ def main() -> None:
     torch.manual_seed(0)
     inputs, targets = torch.randn(40 * world, 6), torch.randint(0, 3, (40 * world,))
     shard = TensorDataset(inputs[rank::world], targets[rank::world])  # 40 samples, 10 batches on each rank
-    train = DataLoader(shard, batch_size=4, shuffle=True)
+    counted = CountingDataset(*shard.tensors)
+    train = training_loader(counted)
     test = DataLoader(shard, batch_size=8)
     model = nn.Sequential(nn.Linear(6, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Dropout(0.3), nn.Linear(16, 3))
     wrapped = nn.parallel.DistributedDataParallel(model) if world > 1 else model
@@ -69,6 +94,8 @@ def main() -> None:
             task.step(batch, output, loss, optimizer_step=optimizer_step)
             if kill_at == (task.phase_idx, batch_idx + 1) and rank == 0:
                 os.kill(os.getpid(), signal.SIGKILL)
+    with open(os.path.join(folder, f"loaded-{rank}.txt"), "w", encoding="utf-8") as handle:
+        handle.write(str(counted.loaded))
     if world > 1:
         dist.destroy_process_group()
 

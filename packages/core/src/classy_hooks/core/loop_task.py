@@ -121,7 +121,8 @@ class LoopTask:
             else:
                 self._rng_at_phase_start = position["rng_at_phase_start"]
                 _set_rng_state(self._rng_at_phase_start)  # the data order is drawn as in the interrupted run
-                yield phase_type, _ContinuedPhase(data, int(position["batches"]), position["rng_state"])
+                loader_state = position.get("loader_state")
+                yield phase_type, _ContinuedPhase(data, int(position["batches"]), position["rng_state"], loader_state)
             self._finish_phase()
             call_hooks(self.hooks, "on_phase_end", self)
         call_hooks(self.hooks, "on_end", self)
@@ -178,7 +179,8 @@ class LoopTask:
 
         A collective under torch.distributed (CheckpointHook calls it on every rank at the same optimizer
         step): each rank's batch count, partial losses and meters, and its random generators (now, and
-        as the phase's data was first iterated, which fixes a shuffling loader's order) are gathered.
+        as the phase's data was first iterated, which fixes a shuffling loader's order) are gathered,
+        with the loader's own `state_dict()` when it keeps one (`is_stateful_loader`).
         """
         local = {
             "batches": self.batches_done,
@@ -187,14 +189,18 @@ class LoopTask:
             "rng_at_phase_start": self._rng_at_phase_start,
             "rng_state": _rng_state(self.use_gpu),
         }
+        if is_stateful_loader(self.dataloader):
+            local["loader_state"] = self.dataloader.state_dict()
         return {"batches": self.batches_done, "phase_idx": self.phase_idx, "ranks": all_gather_objects(local)}
 
     def set_classy_state(self, state: Mapping[str, Any]) -> None:
         """Restore a state from `get_classy_state` (before `run_phases`): finished phases are then skipped.
 
-        A mid-phase checkpoint (with `DATA_POSITION_KEY`) makes `run_phases` continue that phase: the
-        data is iterated as it was (same generators at its start), the batches already done are drawn
-        and dropped, and this rank's losses, meters and generators are those of the checkpoint.
+        A mid-phase checkpoint (with `DATA_POSITION_KEY`) makes `run_phases` continue that phase: a
+        stateful loader gets its saved `state_dict` back and continues after the batches already done
+        without loading them; any other data is iterated as it was (same generators at its start) and
+        the batches already done are drawn and dropped. This rank's losses, meters and generators are
+        those of the checkpoint.
         """
         position = state.get(DATA_POSITION_KEY)
         if position is not None and len(position["ranks"]) != get_world_size():  # before anything is restored
@@ -260,23 +266,37 @@ class LoopTask:
 _END = object()
 
 
+def is_stateful_loader(data: Any) -> bool:
+    """Whether `data` saves and restores its own position (`state_dict()`/`load_state_dict()`, as torchdata's
+    `StatefulDataLoader` does), so that a resume inside a phase need not load the batches already done."""
+    return callable(getattr(data, "state_dict", None)) and callable(getattr(data, "load_state_dict", None))
+
+
 class _ContinuedPhase:
     """A phase's data without the batches a mid-phase checkpoint had done.
 
     Iterating it iterates the data afresh (the generators are as they were when the interrupted run
-    began the phase, so a shuffling loader draws the same order), drops the first `skip` batches, then
-    sets the generators to the checkpoint's before the next batch reaches the loop.
+    began the phase, so a shuffling loader draws the same order). A stateful loader is given its saved
+    state first and continues on its own; other data has its first `skip` batches drawn and dropped.
+    Then the generators are set to the checkpoint's before the next batch reaches the loop.
     """
 
-    def __init__(self, data: Any, skip: int, rng_state: Any) -> None:
+    def __init__(self, data: Any, skip: int, rng_state: Any, loader_state: Any = None) -> None:
         self.data = data
         self.skip = skip
         self.rng_state = rng_state
+        self.loader_state = loader_state
 
     def __len__(self) -> int:
         return len(self.data)
 
     def __iter__(self) -> Iterator[Any]:
+        if self.loader_state is not None and is_stateful_loader(self.data):
+            self.data.load_state_dict(self.loader_state)
+            iterator = iter(self.data)
+            _set_rng_state(self.rng_state)
+            yield from iterator
+            return
         iterator = iter(self.data)
         for done in range(self.skip):
             if next(iterator, _END) is _END:

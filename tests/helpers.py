@@ -11,6 +11,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
+from torch.utils.data import TensorDataset
+
 from reference_trainer.task import ReferenceTask
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,6 +39,18 @@ def tiny_config(**overrides: Any) -> dict[str, Any]:
 def make_task(hooks: Sequence[Any] = (), **overrides: Any) -> ReferenceTask:
     """An in-process reference task with the tiny config and the given hook instances."""
     return ReferenceTask(tiny_config(**overrides), hooks)
+
+
+class CountingDataset(TensorDataset):
+    """A TensorDataset that counts the samples it loads (what a resumed run should not load again)."""
+
+    def __init__(self, *tensors: torch.Tensor) -> None:
+        super().__init__(*tensors)
+        self.loaded = 0
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, ...]:
+        self.loaded += 1
+        return super().__getitem__(index)
 
 
 def free_port() -> int:
@@ -108,8 +123,6 @@ def read_scalars(logdir: Path) -> dict[str, list[tuple[int, float]]]:
 
 def assert_same(a: Any, b: Any, path: str = "state") -> None:
     """Deep equality of two task states: tensors bit for bit (dtype and shape too), containers key by key."""
-    import torch
-
     if isinstance(a, torch.Tensor):
         assert isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b), path
     elif isinstance(a, dict):

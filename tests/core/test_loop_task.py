@@ -21,7 +21,7 @@ from classy_hooks.core import (
 )
 from classy_hooks.core.task import DATA_POSITION_KEY, Task
 from dev_dependencies import dev_dependency
-from helpers import subprocess_env, torchrun_command
+from helpers import CountingDataset, subprocess_env, torchrun_command
 
 
 class EventLog(ClassyHook):
@@ -225,18 +225,6 @@ def _run_loader(task: LoopTask, plan: list[tuple[str, Any]]) -> None:
             task.optimizer.step()
             task.optimizer.zero_grad()
             task.step({"input": x, "target": y}, output, loss)
-
-
-class CountingDataset(TensorDataset):
-    """A TensorDataset that counts the samples it loads (what a resume should not load again)."""
-
-    def __init__(self, *tensors: torch.Tensor) -> None:
-        super().__init__(*tensors)
-        self.loaded = 0
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, ...]:
-        self.loaded += 1
-        return super().__getitem__(index)
 
 
 @pytest.mark.filterwarnings("ignore:'set_vital' is deprecated")  # torchdata 0.11 on torch 2.14

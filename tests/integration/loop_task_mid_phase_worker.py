@@ -24,21 +24,10 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from classy_hooks.core import LoopTask, build_hooks, get_rank, get_world_size
 from classy_hooks.model import resume_task
+from helpers import CountingDataset
 from reference_trainer.meters import AccuracyMeter
 
 ACCUMULATE = 3
-
-
-class CountingDataset(TensorDataset):
-    """Counts the samples it loads: what a resumed run loads again."""
-
-    def __init__(self, *tensors: torch.Tensor) -> None:
-        super().__init__(*tensors)
-        self.loaded = 0
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, ...]:
-        self.loaded += 1
-        return super().__getitem__(index)
 
 
 def training_loader(dataset: CountingDataset) -> Any:

@@ -291,14 +291,11 @@ class _ContinuedPhase:
         return len(self.data)
 
     def __iter__(self) -> Iterator[Any]:
-        if self.loader_state is not None and is_stateful_loader(self.data):
+        restored = self.loader_state is not None and is_stateful_loader(self.data)
+        if restored:
             self.data.load_state_dict(self.loader_state)
-            iterator = iter(self.data)
-            _set_rng_state(self.rng_state)
-            yield from iterator
-            return
         iterator = iter(self.data)
-        for done in range(self.skip):
+        for done in range(0 if restored else self.skip):
             if next(iterator, _END) is _END:
                 raise TaskContractError(
                     f"LoopTask: the checkpoint was taken after {self.skip} batches of this phase, but its data "

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -64,6 +66,20 @@ def subprocess_env() -> dict[str, str]:
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "tools"), str(ROOT / "tests"), env.get("PYTHONPATH", "")])
     env.setdefault("OMP_NUM_THREADS", "1")
     return env
+
+
+def run_until_signalled(command: Sequence[str], ready: Path, signum: int = signal.SIGTERM) -> tuple[int, str]:
+    """Start `command` (a training job), send it `signum` once `ready` exists; its exit status and output."""
+    job = subprocess.Popen(
+        command, env=subprocess_env(), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    deadline = time.monotonic() + 300
+    while not ready.exists():
+        assert job.poll() is None and time.monotonic() < deadline, job.communicate()[0][-3000:]
+        time.sleep(0.01)
+    job.send_signal(signum)  # to the process, or to the torchrun agent, which forwards it to the ranks
+    output, _ = job.communicate(timeout=120)
+    return job.returncode, output
 
 
 def write_config(path: Path, config: dict[str, Any]) -> Path:

@@ -26,7 +26,16 @@ import pytest
 from classy_hooks.core.preemption import PREEMPTED_EXIT_CODE
 from classy_hooks.model import load_checkpoint
 from classy_hooks.model.checkpoint_io import checkpoint_order
-from helpers import ROOT, assert_same, subprocess_env, tiny_config, torchrun_command, train_command, write_config
+from helpers import (
+    ROOT,
+    assert_same,
+    run_until_signalled,
+    subprocess_env,
+    tiny_config,
+    torchrun_command,
+    train_command,
+    write_config,
+)
 
 WORKER = Path(__file__).with_name("preemption_worker.py")
 SIGNALS_UNDER_TORCHRUN = 20
@@ -153,27 +162,15 @@ def _sigterm_once_then_resume(tmp_path: Path, nproc: int) -> None:
     assert straight.returncode == 0, straight.stderr[-3000:]
     run_dir = tmp_path / "preempted"
     folder = run_dir / "checkpoints"
-    proc = subprocess.Popen(
-        train_command(config_path, run_dir, nproc),
-        env=subprocess_env(),
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    deadline = time.monotonic() + 300
-    while not (folder / "model_phase-0_end.torch").exists():  # training runs, with handlers installed
-        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[0][-3000:]
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGTERM)  # to the process (one rank) or the torchrun agent, which forwards it
-    output, _ = proc.communicate(timeout=120)
+    # signalled once a checkpoint exists: training runs, with the handlers installed
+    status, output = run_until_signalled(train_command(config_path, run_dir, nproc), folder / "model_phase-0_end.torch")
     written = re.findall(r"training preempted by SIGTERM: checkpoint (\S+) written", output)
     assert written and all(Path(path).is_file() for path in written), output[-3000:]
     assert len(set(written)) == 1 and len(list(folder.glob("*_preempted.torch"))) <= 1  # one checkpoint
     if nproc == 1:
-        assert proc.returncode == PREEMPTED_EXIT_CODE, output[-3000:]
+        assert status == PREEMPTED_EXIT_CODE, output[-3000:]
     else:  # each rank exits with 75; torchrun reports a signal it received itself with status 1
-        assert output.count(f"exit with status {PREEMPTED_EXIT_CODE}") == 2 and proc.returncode == 1, output[-3000:]
+        assert output.count(f"exit with status {PREEMPTED_EXIT_CODE}") == 2 and status == 1, output[-3000:]
     resumed = subprocess.run(
         train_command(config_path, run_dir, nproc, ["--resume", str(folder)]),
         env=subprocess_env(),

@@ -8,9 +8,6 @@ checkpoint: model, optimizer (keyed by parameter name), EMA (sharded), meters, l
 from __future__ import annotations
 
 import re
-import signal
-import subprocess
-import time
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +15,7 @@ import pytest
 
 from classy_hooks.core import PREEMPTED_EXIT_CODE
 from classy_hooks.model import load_checkpoint
-from helpers import ROOT, assert_same, subprocess_env, tiny_config, train_command, write_config
+from helpers import assert_same, run_until_signalled, tiny_config, train_command, write_config
 from integration.test_sharded_checkpoint_resume import _train
 
 pytestmark = pytest.mark.slow
@@ -70,20 +67,8 @@ def test_resume_from_a_sharded_step_checkpoint_continues_the_phase_bit_identical
 def test_sigterm_writes_one_sharded_checkpoint_and_the_resume_ends_bit_identical(straight: Path, tmp_path: Path) -> None:
     config_path = write_config(tmp_path / "config.json", _config())
     folder = tmp_path / "checkpoints"
-    job = subprocess.Popen(
-        train_command(config_path, tmp_path, nproc=2),
-        env=subprocess_env(),
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    deadline = time.monotonic() + 300
-    while not (folder / "model_phase-1_end.dcp").exists():  # inside the second train phase soon
-        assert job.poll() is None and time.monotonic() < deadline, job.communicate()[0][-3000:]
-        time.sleep(0.01)
-    job.send_signal(signal.SIGTERM)  # to the torchrun agent, which forwards it to both ranks
-    output, _ = job.communicate(timeout=120)
+    # signalled once the first train phase's checkpoint exists: inside the second train phase soon
+    _, output = run_until_signalled(train_command(config_path, tmp_path, nproc=2), folder / "model_phase-1_end.dcp")
     written = set(re.findall(r"training preempted by SIGTERM: checkpoint (\S+) written", output))
     assert len(written) == 1, output[-3000:]  # both ranks name the same, single checkpoint
     preempted = Path(written.pop())
